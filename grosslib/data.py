@@ -1,0 +1,608 @@
+"""Datasets and input pipelines.
+
+Three datasets are supported, all delivered as uint8 ``N x C x 32 x 32`` tensors with fixed,
+seeded train / validation / test splits:
+
+* ``"cifar10"``: the paper's dataset, read through :class:`torchvision.datasets.CIFAR10`
+  (checksum-verified download, standard ``cifar-10-batches-py`` layout). 50,000 training
+  images are split 40,000 / 10,000 into train / validation; the 10,000 test images are kept.
+* ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images), upsampled to 32x32 and
+  repeated to three channels. Needs no files: useful for CPU-sized experiments and tests.
+* ``"fashion-mnist"``: IDX files from the cache, from the Debian package
+  ``dataset-fashion-mnist`` or downloaded by torchvision; MD5-verified; zero-padded to 32x32.
+
+Training batches come from :func:`iterate_batches` (or the :class:`BatchLoader` wrapper),
+which keeps the whole split on the training device and augments whole batches with a few
+vectorised ops. :func:`per_sample_dataloader` is the conventional per-sample torchvision
+pipeline, kept only as a speed baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from grosslib.paths import FASHION_MNIST_DEBIAN_DIR, data_dir
+
+DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "fashion-mnist")
+
+CIFAR10_MEAN: tuple[float, ...] = (0.5, 0.5, 0.5)
+CIFAR10_STD: tuple[float, ...] = (0.225, 0.225, 0.225)
+FASHION_MNIST_MEAN: tuple[float, ...] = (0.2860,)
+FASHION_MNIST_STD: tuple[float, ...] = (0.3530,)
+
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+# MD5 of the *decompressed* IDX files (the .gz bytes differ between distributors).
+FASHION_MNIST_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+IDX_IMAGES_MAGIC = 2051
+IDX_LABELS_MAGIC = 2049
+
+
+class DatasetNotFoundError(RuntimeError):
+    """The dataset files are absent and could not be downloaded."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Containers
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """One split of a dataset.
+
+    Attributes
+    ----------
+    images : uint8 tensor, ``N x C x H x W`` (H = W = 32 for all bundled datasets).
+    labels : int64 tensor, ``N``.
+    """
+
+    images: Tensor
+    labels: Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            got = f"{self.images.dtype} {tuple(self.images.shape)}"
+            raise ValueError(f"images must be uint8 N x C x H x W, got {got}")
+        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+            got = f"{self.labels.dtype} {tuple(self.labels.shape)}"
+            raise ValueError(f"labels must be int64 of shape N, got {got}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> Split:
+        """Return a copy with both tensors on ``device``."""
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset's train / validation / test splits plus what a model and a pipeline need to know.
+
+    ``mean`` / ``std`` are per channel, on the 0..1 scale; ``augment_flip`` says whether random
+    horizontal flips suit the data. ``info`` records provenance: source, split seed, sizes, etc.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment_flip: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> DatasetSplits:
+        """Return a copy with every split on ``device``."""
+        return dataclasses.replace(
+            self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | Path | None = None,
+    split_seed: int = 0,
+    download: bool = True,
+    limit: int | None = None,
+    verify: bool = True,
+) -> DatasetSplits:
+    """Load a dataset with its fixed, seeded train / validation / test split.
+
+    Parameters
+    ----------
+    name : one of ``"digits"``, ``"cifar10"``, ``"fashion-mnist"``.
+    root : directory holding the files; defaults to ``data_dir() / name`` (``$GROSS_DATA`` honoured).
+    split_seed : seed of the permutation that carves the validation set out of the training set.
+    download : allow downloading missing files (CIFAR-10, Fashion-MNIST).
+    limit : if given, keep only the first ``limit`` samples of each split (after splitting).
+    verify : check the MD5 of the Fashion-MNIST files (CIFAR-10 is always checked by torchvision).
+
+    Raises
+    ------
+    ValueError : unknown name, bad ``limit``, or corrupt files.
+    DatasetNotFoundError : files absent and not downloadable.
+    """
+    key = name.lower()
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive integer or None, got {limit}")
+    root_path = Path(root).expanduser() if root is not None else None
+    if key == "cifar10":
+        splits = _load_cifar10(root_path, split_seed, download)
+    elif key == "digits":
+        splits = _load_digits(split_seed)
+    elif key == "fashion-mnist":
+        splits = _load_fashion_mnist(root_path, split_seed, download, verify)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    if limit is not None:
+        splits.train, splits.val, splits.test = (
+            _take(s, limit) for s in (splits.train, splits.val, splits.test)
+        )
+        splits.info["limit"] = limit
+    splits.info["sizes"] = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
+    return splits
+
+
+def _take(split: Split, limit: int) -> Split:
+    return Split(split.images[:limit].clone(), split.labels[:limit].clone())
+
+
+def _split_indices(n: int, n_holdout: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Seeded permutation of ``range(n)`` cut into ``(holdout, rest)``."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n_holdout], perm[n_holdout:]
+
+
+def _subset(images: Tensor, labels: Tensor, index: Tensor) -> Split:
+    return Split(images[index].contiguous(), labels[index].contiguous())
+
+
+def _load_cifar10(root: Path | None, split_seed: int, download: bool) -> DatasetSplits:
+    """CIFAR-10 via torchvision; 1/5 of the training set becomes the validation set."""
+    from torchvision.datasets import CIFAR10
+
+    root = root if root is not None else data_dir() / "cifar10"
+    folder = root / CIFAR10.base_folder
+    try:
+        train_set = CIFAR10(str(root), train=True, download=download)
+        test_set = CIFAR10(str(root), train=False, download=False)
+    except Exception as exc:  # URLError, OSError, torchvision's "not found or corrupted" RuntimeError, ...
+        raise DatasetNotFoundError(
+            f"CIFAR-10 not found or corrupted at {folder} "
+            f"({'download failed' if download else 'download=False'}: {type(exc).__name__}: {exc}). "
+            f"Put the extracted 'cifar-10-batches-py' folder "
+            f"(data_batch_1..5, test_batch, batches.meta from cifar-10-python.tar.gz) at {folder}, "
+            f"or pass root= / set GROSS_DATA to a directory whose 'cifar10' subfolder contains it."
+        ) from exc
+
+    def to_tensors(ds: Any) -> tuple[Tensor, Tensor]:
+        hwc = torch.from_numpy(np.ascontiguousarray(ds.data))
+        images = hwc.permute(0, 3, 1, 2).contiguous()  # N x H x W x C -> N x C x H x W
+        return images, torch.as_tensor(ds.targets, dtype=torch.int64)
+
+    images, labels = to_tensors(train_set)
+    val_idx, train_idx = _split_indices(len(labels), len(labels) // 5, split_seed)
+    test_images, test_labels = to_tensors(test_set)
+    return DatasetSplits(
+        name="cifar10",
+        train=_subset(images, labels, train_idx),
+        val=_subset(images, labels, val_idx),
+        test=Split(test_images, test_labels),
+        num_classes=10,
+        in_channels=3,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        augment_flip=True,
+        info={
+            "source": str(folder),
+            "split_seed": split_seed,
+            "split": "val = 1/5 of the training batches (seeded permutation); test = test_batch",
+            "classes": list(train_set.classes),
+            "normalization": "fixed (paper): mean 0.5, std 0.225",
+        },
+    )
+
+
+def _load_digits(split_seed: int) -> DatasetSplits:
+    """scikit-learn digits upsampled to 3 x 32 x 32; test = 1/6, val = 1/5 of the rest."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    small = torch.from_numpy(bunch.images).to(torch.float32).mul(255.0 / 16.0).unsqueeze(1)  # N x 1 x 8 x 8
+    big = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
+    images = big.round().clamp(0, 255).to(torch.uint8).repeat(1, 3, 1, 1).contiguous()
+    labels = torch.from_numpy(bunch.target).to(torch.int64)
+
+    n = len(labels)
+    n_test = n // 6
+    n_val = (n - n_test) // 5
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    test_idx, val_idx, train_idx = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+    train = _subset(images, labels, train_idx)
+    pixels = train.images[:, 0].to(torch.float64) / 255.0
+    mean, std = float(pixels.mean()), float(pixels.std())
+    return DatasetSplits(
+        name="digits",
+        train=train,
+        val=_subset(images, labels, val_idx),
+        test=_subset(images, labels, test_idx),
+        num_classes=10,
+        in_channels=3,
+        mean=(mean,) * 3,
+        std=(std,) * 3,
+        augment_flip=False,
+        info={
+            "source": "sklearn.datasets.load_digits (bundled), 8x8 -> 32x32 bilinear, 3 channels",
+            "split_seed": split_seed,
+            "split": "test = 1/6, val = 1/5 of the rest (one seeded permutation)",
+            "classes": [str(d) for d in range(10)],
+            "normalization": "computed from the full training split",
+        },
+    )
+
+
+# --- Fashion-MNIST ----------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | Path, *, expected_magic: int | None = None, md5: str | None = None) -> np.ndarray:
+    """Read an IDX file (raw or ``.gz``) of unsigned bytes.
+
+    Parameters
+    ----------
+    path : the file.
+    expected_magic : 2051 for images, 2049 for labels; ``None`` accepts any uint8 IDX file.
+    md5 : if given, the MD5 the decompressed content must have.
+
+    Raises
+    ------
+    ValueError : naming the file, on a bad magic number, a truncated or oversized body, a bad
+        gzip stream or an MD5 mismatch.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
+    except (EOFError, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+    if md5 is not None and (actual := hashlib.md5(raw).hexdigest()) != md5:
+        raise ValueError(f"{path}: MD5 of decompressed content is {actual}, expected {md5}")
+    if len(raw) < 4:
+        raise ValueError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+    magic = int.from_bytes(raw[:4], "big")
+    is_uint8_idx = raw[:3] == b"\x00\x00\x08"
+    if not is_uint8_idx or (expected_magic is not None and magic != expected_magic):
+        want = f"{expected_magic}" if expected_magic is not None else "a uint8 IDX magic (0x0000 08 nd)"
+        raise ValueError(f"{path}: bad magic number {magic}, expected {want}")
+    ndim = raw[3]
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise ValueError(f"{path}: truncated header ({len(raw)} bytes, need {header_len})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header_len + math.prod(dims)
+    if len(raw) != expected:
+        kind = "truncated" if len(raw) < expected else "has trailing bytes"
+        raise ValueError(f"{path}: {kind}: header dims {dims} need {expected} bytes, file has {len(raw)}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims).copy()
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _find_fashion_mnist(folders: Sequence[Path]) -> dict[str, Path] | None:
+    """The first folder holding all four IDX files (raw or .gz), as ``{stem: path}``."""
+    for folder in folders:
+        files = {stem: _idx_file(folder, stem) for stem in FASHION_MNIST_MD5}
+        if all(p is not None for p in files.values()):
+            return files  # type: ignore[return-value]
+    return None
+
+
+def _load_fashion_mnist(root: Path | None, split_seed: int, download: bool, verify: bool) -> DatasetSplits:
+    """Fashion-MNIST from the cache, the Debian package or a torchvision download; val = 1/6 of train."""
+    root = root if root is not None else data_dir() / "fashion-mnist"
+    candidates = [root, root / "FashionMNIST" / "raw", FASHION_MNIST_DEBIAN_DIR]
+    files = _find_fashion_mnist(candidates)
+    if files is None and download:
+        from torchvision.datasets import FashionMNIST
+
+        try:
+            FashionMNIST(str(root), train=True, download=True)
+        except Exception as exc:  # torchvision wraps URLError in RuntimeError; be generous
+            download_error: Exception | None = exc
+        else:
+            download_error = None
+        files = _find_fashion_mnist(candidates)
+    else:
+        download_error = None
+    if files is None:
+        reason = ""
+        if download_error is not None:
+            reason = f" Download failed: {type(download_error).__name__}: {download_error}."
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST not found in {', '.join(str(c) for c in candidates)}.{reason} "
+            f"Install it with `apt-get install dataset-fashion-mnist`, or put the four files "
+            f"{', '.join(s + '.gz' for s in FASHION_MNIST_MD5)} (raw or gzipped) in {root}."
+        )
+
+    def read(stem: str, magic: int) -> np.ndarray:
+        return read_idx(files[stem], expected_magic=magic, md5=FASHION_MNIST_MD5[stem] if verify else None)
+
+    def load_pair(prefix: str) -> tuple[Tensor, Tensor]:
+        images = read(f"{prefix}-images-idx3-ubyte", IDX_IMAGES_MAGIC)
+        labels = read(f"{prefix}-labels-idx1-ubyte", IDX_LABELS_MAGIC)
+        image_file = files[f"{prefix}-images-idx3-ubyte"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise ValueError(f"{image_file}: expected N x 28 x 28 images, got {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"{image_file}: {len(images)} images but labels of shape {labels.shape}")
+        if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
+            label_file = files[f"{prefix}-labels-idx1-ubyte"]
+            raise ValueError(f"{label_file}: label {labels.max()} out of range 0..9")
+        padded = F.pad(torch.from_numpy(images).unsqueeze(1), (2, 2, 2, 2))  # N x 1 x 32 x 32, zero border
+        return padded.contiguous(), torch.from_numpy(labels).to(torch.int64)
+
+    images, labels = load_pair("train")
+    val_idx, train_idx = _split_indices(len(labels), len(labels) // 6, split_seed)
+    test_images, test_labels = load_pair("t10k")
+    return DatasetSplits(
+        name="fashion-mnist",
+        train=_subset(images, labels, train_idx),
+        val=_subset(images, labels, val_idx),
+        test=Split(test_images, test_labels),
+        num_classes=10,
+        in_channels=1,
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
+        augment_flip=True,
+        info={
+            "source": str(files["train-images-idx3-ubyte"].parent),
+            "files": {stem: str(p) for stem, p in files.items()},
+            "md5_verified": verify,
+            "split_seed": split_seed,
+            "split": "val = 1/6 of the training set (seeded permutation); test = t10k",
+            "classes": list(FASHION_MNIST_CLASSES),
+            "normalization": "fixed: standard Fashion-MNIST 28x28 statistics (not recomputed after padding)",
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# On-device batch pipeline
+# ---------------------------------------------------------------------------------------------------------
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Number of batches an epoch over ``n`` samples yields."""
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def _channel_stats(
+    values: Sequence[float] | Tensor, channels: int, device: torch.device, name: str
+) -> Tensor:
+    t = torch.as_tensor(values, dtype=torch.float32, device=device).flatten()
+    if t.numel() not in (1, channels):
+        raise ValueError(f"{name} has {t.numel()} entries for {channels} channels")
+    return t.expand(channels).reshape(channels, 1, 1)
+
+
+def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
+    """uint8 images (``C x H x W`` or ``N x C x H x W``) -> float32 ``(x / 255 - mean) / std``."""
+    channels = images.shape[-3]
+    m = _channel_stats(mean, channels, images.device, "mean")
+    s = _channel_stats(std, channels, images.device, "std")
+    return images.to(torch.float32).div_(255.0).sub_(m).div_(s)
+
+
+def random_crop_flip(images: Tensor, offsets: Tensor, flips: Tensor | None, pad: int) -> Tensor:
+    """Crop each image of a batch out of its zero-padded copy, optionally mirrored, in one gather.
+
+    Parameters
+    ----------
+    images : ``B x C x H x W`` (any dtype).
+    offsets : int64 ``B x 2``, the (row, column) of each crop's corner in the padded image, in ``0..2*pad``.
+    flips : bool ``B`` (mirror horizontally) or ``None``.
+    pad : zero padding on each side.
+    """
+    b, c, h, w = images.shape
+    device = images.device
+    padded = F.pad(images, (pad, pad, pad, pad)) if pad > 0 else images
+    rows = offsets[:, :1] + torch.arange(h, device=device)  # B x H
+    col_base = torch.arange(w, device=device).expand(b, w)
+    if flips is not None:
+        col_base = torch.where(flips[:, None], (w - 1) - col_base, col_base)
+    cols = offsets[:, 1:] + col_base  # B x W
+    batch_idx = torch.arange(b, device=device)[:, None, None, None]
+    chan_idx = torch.arange(c, device=device)[None, :, None, None]
+    return padded[batch_idx, chan_idx, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def iterate_batches(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    augment: bool,
+    flip: bool,
+    mean: Sequence[float] | Tensor,
+    std: Sequence[float] | Tensor,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    pad: int = 2,
+    channels_last: bool = False,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield normalised ``(images, labels)`` batches of ``split``, on the split's device.
+
+    With ``augment``, each sample is randomly cropped from its ``pad``-zero-padded copy and,
+    if ``flip``, mirrored with probability 0.5 (``flip`` is ignored without ``augment``).
+    All randomness (order, offsets, flips) is drawn once per epoch from the CPU ``generator``
+    (torch's global RNG if ``None``), so a given generator state yields identical batches on
+    any device.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = len(split)
+    device = split.images.device
+    channels = split.images.shape[1]
+    m = _channel_stats(mean, channels, device, "mean")
+    s = _channel_stats(std, channels, device, "std")
+
+    order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+    offsets = flips = None
+    if augment:
+        offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).to(device)
+        if flip:
+            flips = (torch.rand(n, generator=generator) < 0.5).to(device)
+
+    for i in range(num_batches(n, batch_size, drop_last)):
+        pos = slice(i * batch_size, min((i + 1) * batch_size, n))
+        idx = order[pos] if order is not None else pos
+        images, labels = split.images[idx], split.labels[idx]
+        if offsets is not None:
+            images = random_crop_flip(images, offsets[pos], flips[pos] if flips is not None else None, pad)
+        x = images.to(torch.float32).div_(255.0).sub_(m).div_(s)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, labels
+
+
+class BatchLoader:
+    """Re-iterable :func:`iterate_batches`; each epoch draws fresh randomness from ``generator``."""
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: bool,
+        flip: bool,
+        mean: Sequence[float] | Tensor,
+        std: Sequence[float] | Tensor,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        pad: int = 2,
+        channels_last: bool = False,
+    ) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.generator = generator
+        self._kwargs = dict(
+            shuffle=shuffle,
+            augment=augment,
+            flip=flip,
+            mean=mean,
+            std=std,
+            drop_last=drop_last,
+            pad=pad,
+            channels_last=channels_last,
+        )
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iterate_batches(self.split, self.batch_size, generator=self.generator, **self._kwargs)
+
+    def __len__(self) -> int:
+        return num_batches(len(self.split), self.batch_size, self.drop_last)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conventional per-sample pipeline (speed baseline only)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _TensorImageDataset(torch.utils.data.Dataset):
+    """Per-sample view of a CPU :class:`Split` with a torchvision transform."""
+
+    def __init__(self, split: Split, transform: Any) -> None:
+        self.images = split.images.cpu()
+        self.labels = split.labels.cpu()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def per_sample_dataloader(
+    split: Split,
+    batch_size: int,
+    augment: bool,
+    flip: bool,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_workers: int = 0,
+    seed: int = 0,
+    *,
+    shuffle: bool = True,
+    pad: int = 2,
+) -> torch.utils.data.DataLoader:
+    """A conventional per-sample torchvision-transforms DataLoader over ``split`` (CPU), for benchmarks.
+
+    Transforms: ``RandomCrop(size, padding=pad)`` and ``RandomHorizontalFlip()`` when ``augment``
+    (flip only if ``flip``), then ``ToDtype(float32, scale=True)`` and ``Normalize(mean, std)``.
+    ``seed`` seeds the shuffling generator (and hence the worker seeds).
+    """
+    from torchvision.transforms import v2
+
+    steps: list[Any] = []
+    if augment:
+        steps.append(v2.RandomCrop(split.images.shape[-1], padding=pad))
+        if flip:
+            steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return torch.utils.data.DataLoader(
+        _TensorImageDataset(split, v2.Compose(steps)),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )

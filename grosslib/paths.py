@@ -1,0 +1,31 @@
+"""Every filesystem location the project uses, in one place.
+
+Notebooks and library code take paths from here, never from the working directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT: Path = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR: Path = REPO_ROOT / "notebooks"
+FIGURES_DIR: Path = REPO_ROOT / "figures"
+RUNS_DIR: Path = REPO_ROOT / "runs"
+BENCHMARKS_DIR: Path = REPO_ROOT / "benchmarks"
+FASHION_MNIST_DEBIAN_DIR: Path = Path("/usr/share/datasets/fashion-mnist")
+
+
+def data_dir() -> Path:
+    """Dataset cache: ``$GROSS_DATA`` if set, else ``~/.cache/gross`` (XDG_CACHE_HOME respected)."""
+    env = os.environ.get("GROSS_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+    return base / "gross"
+
+
+def figures_dir() -> Path:
+    """Where figures are written (``$GROSS_FIGURES`` overrides, used by tests)."""
+    env = os.environ.get("GROSS_FIGURES")
+    return Path(env).expanduser() if env else FIGURES_DIR
