@@ -13,7 +13,8 @@ def check_conv(conv: nn.Module) -> nn.Conv2d:
         raise ValueError(f"expected an nn.Conv2d, got {type(conv).__name__}")
     if conv.groups != 1:
         raise ValueError(f"the source conv must have groups=1 to be decomposed, got groups={conv.groups}")
-    if not torch.isfinite(conv.weight).all() or (conv.bias is not None and not torch.isfinite(conv.bias).all()):
+    bias_finite = conv.bias is None or bool(torch.isfinite(conv.bias).all())
+    if not torch.isfinite(conv.weight).all() or not bias_finite:
         raise ValueError("the conv's weight or bias contains NaN or Inf values")
     return conv
 

@@ -70,7 +70,8 @@ class GroSSConv2d(nn.Module):
             check_group_size(in_channels, s, "group size")
         for small, large in zip(sizes, sizes[1:]):
             if large % small:
-                raise ValueError(f"group size {small} does not divide {large}: each size must divide the next")
+                raise ValueError(f"group size {small} does not divide {large}: "
+                                 "each size of a series must divide the next")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = template.kernel_size, template.stride
         self.padding, self.dilation = template.padding, template.dilation
