@@ -154,3 +154,32 @@ def uniform_config(net: nn.Module, group_size: int) -> Config:
 def config_name(config: Sequence[int]) -> str:
     """``(2, 32, 64) -> '2-32-64'`` as written in the paper."""
     return "-".join(str(int(s)) for s in config)
+
+
+def collapse_to_config(decomposed: nn.Module, config: Sequence[int]) -> nn.Module:
+    """A copy of a GroSS network keeping, in each layer, only the bottleneck at ``config``.
+
+    Each GroSS layer becomes a one-term series whose weights are the merged weights at its size:
+    before GroSS training these are exactly the per-size BTDs, so this builds the fixed baselines
+    (and any searched configuration) from one decomposition without running BTD again.
+    """
+    collapsed = copy.deepcopy(decomposed)
+    layers = decomposed_layers(collapsed)
+    if len(config) != len(layers):
+        raise ValueError(f"config {tuple(config)} has {len(config)} group sizes but the network has "
+                         f"{len(layers)} GroSS layers")
+    for (name, layer), s in zip(layers, config):
+        s = layer._check_size(int(s))
+        single = GroSSConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, (s,),
+                             stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                             padding_mode=layer.padding_mode, bias=layer.bias is not None,
+                             device=layer.p_terms[0].device, dtype=layer.p_terms[0].dtype)
+        with torch.no_grad():
+            terms = (single.p_terms[0], single.r_terms[0], single.q_terms[0])
+            for term, weight in zip(terms, layer.weights(s)):
+                term.copy_(weight)
+            if layer.bias is not None:
+                single.bias.copy_(layer.bias)
+        single.btd_errors = {s: layer.btd_errors[s]} if s in layer.btd_errors else {}
+        _set_submodule(collapsed, name, single)
+    return collapsed
