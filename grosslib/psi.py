@@ -8,14 +8,20 @@ input block, every other entry is zero.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 
 
 def check_group_size(channels: int, group_size: int, what: str = "group size") -> None:
     """Raise ValueError unless ``group_size`` is a positive divisor of ``channels``."""
-    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
+    try:
+        size = operator.index(group_size)
+    except TypeError:
+        size = None
+    if size is None or isinstance(group_size, bool) or size < 1:
         raise ValueError(f"{what} must be a positive integer, got {group_size!r}")
-    if channels % group_size != 0:
+    if channels % size != 0:
         raise ValueError(f"{what} {group_size} does not divide the {channels} channels")
 
 

@@ -25,6 +25,8 @@ class GroupSizeSampler:
             raise ValueError("group_sizes is empty")
         if len(set(group_sizes)) != len(group_sizes):
             raise ValueError(f"group sizes must be distinct, got {list(group_sizes)}")
+        if any(int(s) != s or s < 1 for s in group_sizes):
+            raise ValueError(f"group sizes must be positive integers, got {list(group_sizes)}")
         if not (alpha == alpha) or alpha in (float("inf"), float("-inf")):
             raise ValueError(f"alpha must be finite, got {alpha}")
         self.group_sizes = tuple(sorted(int(s) for s in group_sizes))

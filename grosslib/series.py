@@ -97,7 +97,7 @@ class GroSSConv2d(nn.Module):
         size is warm-started from the one below.
         """
         conv = check_conv(conv)
-        sizes = default_group_sizes(conv.in_channels) if group_sizes is None else tuple(sorted(group_sizes))
+        sizes = default_group_sizes(conv.in_channels) if group_sizes is None else tuple(sorted(int(s) for s in group_sizes))
         for s in sizes:
             check_group_size(conv.in_channels, s, "group size")
         results = btd_series(conv.weight.detach(), sizes, **btd_options)

@@ -1,0 +1,163 @@
+"""Tests for grosslib.Bottleneck: 1x1 -> grouped kxk -> 1x1 equals the dense conv with W_hat (Table 1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from reference import btd_reconstruct_ref, conv_like, randn, sequential_ref
+from torch import nn
+
+from grosslib import Bottleneck, btd
+
+FAST = dict(tol=1e-8, max_iter=15)
+
+# (u, t, s, kernel, stride, padding, dilation, bias)
+GEOMETRIES = [
+    (8, 8, 2, (3, 3), 1, 1, 1, True),
+    (8, 8, 2, (3, 3), 2, 1, 1, True),
+    (8, 8, 4, (3, 3), 2, 0, 1, False),
+    (12, 8, 4, (3, 3), 1, "same", 1, True),
+    (12, 8, 2, (3, 3), 1, "same", 2, False),
+    (8, 12, 3, (3, 3), 1, 2, 2, True),
+    (8, 8, 2, (3, 1), 1, (1, 0), 1, True),
+    (8, 8, 4, (1, 3), 2, (0, 1), 1, False),
+    (16, 8, 2, (5, 3), 1, (2, 1), 1, True),
+    (16, 8, 8, (5, 3), (2, 1), 0, (1, 2), True),
+    (4, 4, 1, (3, 3), 1, 0, 1, True),
+    (8, 16, 8, (1, 1), 1, 0, 1, True),
+    (16, 16, 16, (3, 3), 1, 1, 1, True),
+]
+
+
+def make_conv(u, t, kernel, stride, padding, dilation, bias, seed, dtype=torch.float64, padding_mode="zeros"):
+    conv = nn.Conv2d(t, u, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias,
+                     padding_mode=padding_mode, dtype=dtype)
+    with torch.no_grad():
+        conv.weight.copy_(randn(*conv.weight.shape, seed=seed))
+        if bias:
+            conv.bias.copy_(randn(u, seed=seed + 1))
+    return conv
+
+
+@pytest.mark.parametrize("u,t,s,kernel,stride,padding,dilation,bias", GEOMETRIES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bottleneck_equals_dense_conv_with_reconstruction_float64(u, t, s, kernel, stride, padding, dilation,
+                                                                    bias, seed):
+    conv = make_conv(u, t, kernel, stride, padding, dilation, bias, seed)
+    result = btd(conv.weight, s, **FAST)
+    module = Bottleneck(conv, result)
+    w_hat = btd_reconstruct_ref(result.cores, result.out_factors, result.in_factors)
+    x = randn(2, t, 9, 8, seed=seed + 7)
+    expected = conv_like(conv, x, w_hat, conv.bias)
+    got = module(x)
+    assert got.shape == conv(x).shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+    # also the same three weights run through the dense block-diagonal reference
+    weights = [m.weight for m in module]
+    torch.testing.assert_close(sequential_ref(x, *weights, conv.bias, conv), expected, rtol=0, atol=1e-10)
+    if result.error > 1e-6:  # the bottleneck is not the original conv: the reference is not trivial
+        assert not torch.allclose(got, conv(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("u,t,s,kernel,stride,padding,dilation,bias", GEOMETRIES[:8])
+def test_bottleneck_float32(u, t, s, kernel, stride, padding, dilation, bias):
+    conv = make_conv(u, t, kernel, stride, padding, dilation, bias, seed=3, dtype=torch.float32)
+    result = btd(conv.weight, s, **FAST)
+    module = Bottleneck(conv, result)
+    assert all(p.dtype == torch.float32 for p in module.parameters())
+    x = randn(2, t, 9, 8, seed=4, dtype=torch.float32)
+    got = module(x)
+    assert got.dtype == torch.float32
+    conv64 = make_conv(u, t, kernel, stride, padding, dilation, bias, seed=3)
+    w_hat = btd_reconstruct_ref(result.cores, result.out_factors, result.in_factors)
+    expected = conv_like(conv64, x.double(), w_hat, conv64.bias)
+    scale = float(expected.detach().abs().max())
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "circular", "replicate"])
+def test_bottleneck_padding_modes(padding_mode):
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=5, padding_mode=padding_mode)
+    result = btd(conv.weight, 2, **FAST)
+    module = Bottleneck(conv, result)
+    assert module[1].padding_mode == padding_mode
+    x = randn(1, 8, 6, 7, seed=6)
+    expected = conv_like(conv, x, result.reconstruct(), conv.bias)
+    torch.testing.assert_close(module(x), expected, rtol=0, atol=1e-10)
+
+
+def test_bottleneck_structure():
+    u, t, s = 12, 8, 2
+    conv = make_conv(u, t, (3, 1), 2, (1, 0), (2, 1), True, seed=0)
+    result = btd(conv.weight, s, **FAST)
+    module = Bottleneck(conv, result)
+    assert isinstance(module, nn.Sequential) and len(module) == 3
+    first, grouped, last = module
+    assert all(type(m) is nn.Conv2d for m in module)
+    assert (first.in_channels, first.out_channels, first.kernel_size, first.groups) == (t, t, (1, 1), 1)
+    assert first.stride == (1, 1) and first.padding == (0, 0) and first.bias is None
+    assert (grouped.in_channels, grouped.out_channels, grouped.groups) == (t, t, t // s)
+    assert grouped.kernel_size == (3, 1) and grouped.stride == (2, 2)
+    assert grouped.padding == (1, 0) and grouped.dilation == (2, 1) and grouped.bias is None
+    assert (last.in_channels, last.out_channels, last.kernel_size, last.groups) == (t, u, (1, 1), 1)
+    assert torch.equal(last.bias, conv.bias)
+    assert module.group_size == s
+    for param, expected in zip((first.weight, grouped.weight, last.weight), result.bottleneck_weights()):
+        assert torch.equal(param, expected)
+
+
+def test_bottleneck_from_exact_btd_equals_original_conv():
+    conv = make_conv(16, 8, (3, 3), 1, 1, 1, True, seed=2)
+    result = btd(conv.weight, 8)  # one block, u >= t: output rank 8 truncation of a 16 x 72 unfolding
+    with torch.no_grad():
+        conv.weight.copy_(result.reconstruct())  # now exactly a Tucker-2 of ranks (8, 8)
+    exact = btd(conv.weight, 8)
+    x = randn(2, 8, 5, 5, seed=3)
+    torch.testing.assert_close(Bottleneck(conv, exact)(x), conv(x), rtol=0, atol=1e-10)
+
+
+def test_bottleneck_gradients_flow():
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    module = Bottleneck(conv, btd(conv.weight, 2, **FAST))
+    module(randn(1, 8, 5, 5, seed=1)).square().sum().backward()
+    for param in module.parameters():
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0
+
+
+def test_bottleneck_rejects_mismatched_result():
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    other = btd(randn(8, 12, 3, 3, seed=0), 2, **FAST)
+    with pytest.raises(ValueError, match="does not match"):
+        Bottleneck(conv, other)
+    other_kernel = btd(randn(8, 8, 1, 3, seed=0), 2, **FAST)
+    with pytest.raises(ValueError, match="does not match"):
+        Bottleneck(conv, other_kernel)
+
+
+def test_bottleneck_rejects_bad_convs():
+    result = btd(randn(8, 8, 3, 3, seed=0), 2, **FAST)
+    with pytest.raises(ValueError, match="nn.Conv2d"):
+        Bottleneck(nn.Linear(8, 8), result)
+    with pytest.raises(ValueError, match="groups=1"):
+        Bottleneck(nn.Conv2d(8, 8, 3, groups=2, dtype=torch.float64), result)
+    bad = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    with torch.no_grad():
+        bad.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        Bottleneck(bad, result)
+    bad_bias = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    with torch.no_grad():
+        bad_bias.bias[3] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        Bottleneck(bad_bias, result)
+
+
+def test_bottleneck_matches_torch_grouped_conv_reference():
+    """The middle conv really is a grouped conv: it equals F.conv2d with the same groups."""
+    conv = make_conv(8, 12, (3, 3), 1, 1, 1, False, seed=9)
+    module = Bottleneck(conv, btd(conv.weight, 3, **FAST))
+    x = randn(1, 12, 6, 6, seed=10)
+    y = F.conv2d(x, module[0].weight)
+    expected = F.conv2d(y, module[1].weight, padding=1, groups=4)
+    torch.testing.assert_close(module[1](y), expected, rtol=0, atol=0)

@@ -1,0 +1,352 @@
+"""Tests for grosslib.GroSSConv2d: the series of eqs. 6-7, export, gradient reach, costs, checkpoints."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from reference import (
+    bottleneck_weights_ref,
+    conv_like,
+    conv_macs_ref,
+    psi_adjoint_loop,
+    randn,
+    sequential_ref,
+    series_terms_ref,
+    series_weights_ref,
+)
+from torch import nn
+
+from grosslib import Bottleneck, GroSSConv2d, btd_series, default_group_sizes
+
+FAST = dict(tol=1e-8, max_iter=8)
+
+# (u, t, sizes, kernel, stride, padding, dilation, bias)
+LAYERS = [
+    (8, 8, (1, 2, 4, 8), (3, 3), 1, 1, 1, True),
+    (12, 8, (1, 2, 4, 8), (3, 3), 2, 1, 1, False),
+    (8, 12, (1, 3, 6, 12), (3, 3), 1, "same", 2, True),
+    (16, 16, (2, 4, 16), (3, 1), 1, (1, 0), 1, True),
+    (8, 8, (1, 2, 8), (1, 3), 2, 0, 1, True),
+    (16, 8, (2, 4), (5, 3), 1, (2, 1), (1, 2), True),
+    (4, 4, (1,), (3, 3), 1, 1, 1, True),
+]
+
+
+def make_conv(u, t, kernel, stride, padding, dilation, bias, seed, dtype=torch.float64, padding_mode="zeros"):
+    conv = nn.Conv2d(t, u, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias,
+                     padding_mode=padding_mode, dtype=dtype)
+    with torch.no_grad():
+        conv.weight.copy_(randn(*conv.weight.shape, seed=seed))
+        if bias:
+            conv.bias.copy_(randn(u, seed=seed + 1))
+    return conv
+
+
+@pytest.fixture(scope="module", params=range(len(LAYERS)), ids=lambda i: f"layer{i}")
+def layer_case(request):
+    u, t, sizes, kernel, stride, padding, dilation, bias = LAYERS[request.param]
+    conv = make_conv(u, t, kernel, stride, padding, dilation, bias, seed=request.param)
+    results = btd_series(conv.weight.detach(), sizes, **FAST)
+    layer = GroSSConv2d.from_conv(conv, sizes, **FAST)
+    x = randn(2, t, 9, 8, seed=100 + request.param)
+    return conv, results, layer, x
+
+
+# ------------------------------------------------------------------------------- the series equals BTDs
+def test_series_equals_each_btd_bottleneck(layer_case):
+    conv, results, layer, x = layer_case
+    with torch.no_grad():
+        for s in layer.group_sizes:
+            expected = Bottleneck(conv, results[s])(x)
+            torch.testing.assert_close(layer(x, s), expected, rtol=0, atol=1e-10)
+            # and the dense conv with the reconstruction of that size
+            reference = conv_like(conv, x, results[s].reconstruct(), conv.bias)
+            torch.testing.assert_close(layer(x, s), reference, rtol=0, atol=1e-10)
+
+
+def test_merged_weights_telescope_to_each_size(layer_case):
+    conv, results, layer, x = layer_case
+    sizes = list(layer.group_sizes)
+    weights = {s: bottleneck_weights_ref(results[s].cores, results[s].out_factors, results[s].in_factors)
+               for s in sizes}
+    for k, s in enumerate(sizes):
+        for got, via_terms, direct in zip(layer.weights(s), series_weights_ref(
+                series_terms_ref(weights), sizes, k), weights[s]):
+            torch.testing.assert_close(got.detach(), direct, rtol=0, atol=1e-12)
+            torch.testing.assert_close(got.detach(), via_terms, rtol=0, atol=1e-12)
+
+
+def test_terms_are_the_differences_of_eq_6_7(layer_case):
+    conv, results, layer, x = layer_case
+    weights = {s: bottleneck_weights_ref(results[s].cores, results[s].out_factors, results[s].in_factors)
+               for s in layer.group_sizes}
+    terms = series_terms_ref(weights)
+    assert len(layer.p_terms) == len(layer.r_terms) == len(layer.q_terms) == len(terms)
+    for i, (p, r, q) in enumerate(terms):
+        torch.testing.assert_close(layer.p_terms[i].detach(), p, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.r_terms[i].detach(), r, rtol=0, atol=1e-12)
+        torch.testing.assert_close(layer.q_terms[i].detach(), q, rtol=0, atol=1e-12)
+
+
+def test_btd_errors_recorded(layer_case):
+    conv, results, layer, x = layer_case
+    assert layer.btd_errors == {s: results[s].error for s in layer.group_sizes}
+
+
+def test_active_group_size_default_and_setter(layer_case):
+    conv, results, layer, x = layer_case
+    assert layer.group_size == max(layer.group_sizes)
+    with torch.no_grad():
+        for s in layer.group_sizes:
+            layer.group_size = s
+            assert layer.group_size == s
+            torch.testing.assert_close(layer(x), layer(x, s), rtol=0, atol=0)
+            for a, b in zip(layer.weights(), layer.weights(s)):
+                assert torch.equal(a, b)
+    layer.group_size = max(layer.group_sizes)
+
+
+# ------------------------------------------------------------------------------------------- export
+def test_to_bottleneck_export(layer_case):
+    conv, results, layer, x = layer_case
+    t, u = conv.in_channels, conv.out_channels
+    for s in layer.group_sizes:
+        exported = layer.to_bottleneck(s)
+        assert type(exported) is nn.Sequential and len(exported) == 3
+        assert all(type(m) is nn.Conv2d for m in exported)
+        first, grouped, last = exported
+        assert [m.groups for m in exported] == [1, t // s, 1]
+        assert [(m.in_channels, m.out_channels) for m in exported] == [(t, t), (t, t), (t, u)]
+        assert first.kernel_size == last.kernel_size == (1, 1)
+        assert grouped.kernel_size == conv.kernel_size and grouped.stride == conv.stride
+        assert grouped.padding == conv.padding and grouped.dilation == conv.dilation
+        assert first.bias is None and grouped.bias is None
+        assert (last.bias is None) == (conv.bias is None)
+        if conv.bias is not None:
+            assert torch.equal(last.bias, conv.bias)
+        assert all(not isinstance(m, GroSSConv2d) for m in exported.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(exported(x), layer(x, s), rtol=0, atol=1e-12)
+            weights = [m.weight for m in exported]
+            torch.testing.assert_close(sequential_ref(x, *weights, conv.bias, conv), layer(x, s),
+                                       rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------ gradient reach
+@pytest.mark.parametrize("sizes", [(1, 2, 4, 8), (2, 8), (1, 4, 8)])
+def test_gradient_reaches_terms_up_to_k_only(sizes):
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=3)
+    layer = GroSSConv2d.from_conv(conv, sizes, **FAST)
+    x = randn(2, 8, 6, 6, seed=4)
+    for k, s in enumerate(sizes):
+        layer.zero_grad(set_to_none=True)
+        layer(x, s).square().sum().backward()
+        for i in range(len(sizes)):
+            grads = (layer.p_terms[i].grad, layer.r_terms[i].grad, layer.q_terms[i].grad)
+            if i <= k:
+                assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
+            else:
+                assert all(g is None or float(g.abs().sum()) == 0 for g in grads)
+        # d/dr_i = Psi^T (d/dR_k): the adjoint of the expansion, by loops
+        top = layer.r_terms[k].grad
+        for i in range(k):
+            torch.testing.assert_close(layer.r_terms[i].grad, psi_adjoint_loop(top, sizes[i], s),
+                                       rtol=0, atol=1e-12)
+            torch.testing.assert_close(layer.p_terms[i].grad, layer.p_terms[k].grad, rtol=0, atol=1e-12)
+
+
+def test_bias_is_a_frozen_buffer():
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    layer = GroSSConv2d.from_conv(conv, (2, 8), **FAST)
+    buffers = dict(layer.named_buffers())
+    params = dict(layer.named_parameters())
+    assert "bias" in buffers and torch.equal(buffers["bias"], conv.bias)
+    assert not any(name.endswith("bias") for name in params)
+    assert not buffers["bias"].requires_grad
+    assert len(params) == 3 * len(layer.group_sizes)
+    assert all(p.requires_grad for p in params.values())
+    assert "bias" in layer.state_dict()
+    no_bias = GroSSConv2d.from_conv(make_conv(8, 8, (3, 3), 1, 1, 1, False, seed=0), (2, 8), **FAST)
+    assert no_bias.bias is None and "bias" not in no_bias.state_dict()
+
+
+def test_training_step_leaves_bias_untouched():
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=1)
+    layer = GroSSConv2d.from_conv(conv, (1, 2, 8), **FAST)
+    bias_before = layer.bias.clone()
+    terms_before = [p.detach().clone() for p in layer.parameters()]
+    layer(randn(1, 8, 5, 5, seed=2), 2).square().sum().backward()
+    with torch.no_grad():  # a plain SGD step over what has a gradient (as torch.optim.SGD does)
+        for param in layer.parameters():
+            if param.grad is not None:
+                param -= 0.1 * param.grad
+    assert torch.equal(layer.bias, bias_before)
+    changed = [not torch.equal(a, b) for a, b in zip(terms_before, layer.parameters())]
+    # parameters() order: p_terms, r_terms, q_terms; size 2 is index 1 -> terms 0,1 change, term 2 does not
+    assert changed == [True, True, False] * 3
+
+
+# -------------------------------------------------------------------------------------- float32 path
+def test_float32_layer_close_to_float64_reference():
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=5, dtype=torch.float32)
+    sizes = (1, 2, 4, 8)
+    layer = GroSSConv2d.from_conv(conv, sizes, **FAST)
+    assert all(p.dtype == torch.float32 for p in layer.parameters())
+    results = btd_series(conv.weight.detach(), sizes, **FAST)
+    x = randn(2, 8, 7, 7, seed=6, dtype=torch.float32)
+    conv64 = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=5)
+    with torch.no_grad():
+        for s in sizes:
+            expected = conv_like(conv64, x.double(), results[s].reconstruct(), conv64.bias)
+            scale = float(expected.abs().max())
+            torch.testing.assert_close(layer(x, s).double(), expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "circular"])
+def test_padding_modes(padding_mode):
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=7, padding_mode=padding_mode)
+    sizes = (2, 4)
+    layer = GroSSConv2d.from_conv(conv, sizes, **FAST)
+    results = btd_series(conv.weight.detach(), sizes, **FAST)
+    x = randn(1, 8, 6, 5, seed=8)
+    with torch.no_grad():
+        for s in sizes:
+            expected = conv_like(conv, x, results[s].reconstruct(), conv.bias)
+            torch.testing.assert_close(layer(x, s), expected, rtol=0, atol=1e-10)
+            torch.testing.assert_close(layer.to_bottleneck(s)(x), expected, rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------- costs
+# (u, t, sizes, kernel, stride, padding, dilation, bias, input_hw)
+COSTS = [
+    (8, 8, (1, 2, 8), (3, 3), 1, 1, 1, True, (8, 8)),
+    (16, 8, (1, 4), (3, 3), 2, 0, 1, False, (9, 7)),
+    (8, 12, (3, 12), (3, 1), 1, "same", 2, True, (7, 5)),
+    (12, 8, (2, 8), (5, 3), (2, 1), (2, 0), (1, 2), True, (11, 10)),
+    (8, 8, (4,), (1, 3), 1, "valid", 1, False, (6, 6)),
+]
+
+
+@pytest.mark.parametrize("u,t,sizes,kernel,stride,padding,dilation,bias,input_hw", COSTS)
+def test_macs_and_params_match_exported_convs(u, t, sizes, kernel, stride, padding, dilation, bias, input_hw):
+    conv = make_conv(u, t, kernel, stride, padding, dilation, bias, seed=0)
+    layer = GroSSConv2d.from_conv(conv, sizes, tol=1e-8, max_iter=2)
+    x = torch.zeros(1, t, *input_hw, dtype=torch.float64)
+    for s in sizes:
+        exported = layer.to_bottleneck(s)
+        assert layer.macs(s, input_hw) == conv_macs_ref(exported, x)
+        assert layer.num_params(s) == sum(p.numel() for p in exported.parameters())
+        assert layer.output_hw(input_hw) == tuple(layer(x, s).shape[2:])
+    # defaults use the active size
+    layer.group_size = sizes[0]
+    assert layer.macs(None, input_hw) == conv_macs_ref(layer.to_bottleneck(sizes[0]), x)
+    assert layer.num_params() == sum(p.numel() for p in layer.to_bottleneck().parameters())
+    if len(sizes) > 1:
+        assert layer.macs(sizes[0], input_hw) < layer.macs(sizes[-1], input_hw)
+
+
+# ------------------------------------------------------------------------------------------- defaults
+@pytest.mark.parametrize("channels", [1, 4, 6, 8, 12, 32, 64])
+def test_default_group_sizes(channels):
+    expected = tuple(2 ** k for k in range(8) if 2 ** k <= channels and channels % 2 ** k == 0)
+    assert default_group_sizes(channels) == expected
+
+
+def test_from_conv_default_sizes():
+    conv = make_conv(8, 12, (3, 3), 1, 1, 1, True, seed=0)
+    layer = GroSSConv2d.from_conv(conv, tol=1e-8, max_iter=2)
+    assert layer.group_sizes == (1, 2, 4)
+    assert layer.group_size == 4
+
+
+def test_from_conv_sorts_sizes():
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    layer = GroSSConv2d.from_conv(conv, [8, 2, 4], tol=1e-8, max_iter=2)
+    assert layer.group_sizes == (2, 4, 8)
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+def test_state_dict_round_trip():
+    conv = make_conv(8, 8, (3, 3), 2, 1, 1, True, seed=1)
+    layer = GroSSConv2d.from_conv(conv, (1, 2, 8), **FAST)
+    layer.group_size = 2
+    state = layer.state_dict()
+    fresh = GroSSConv2d(8, 8, 3, (1, 2, 8), stride=2, padding=1, dtype=torch.float64)
+    assert fresh.group_size == 8 and fresh.btd_errors == {}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # through a real checkpoint file (torch.load's default weights_only=True)
+    buffer.seek(0)
+    fresh.load_state_dict(torch.load(buffer))
+    assert fresh.group_size == 2
+    assert fresh.btd_errors == layer.btd_errors
+    x = randn(1, 8, 6, 6, seed=2)
+    with torch.no_grad():
+        for s in (1, 2, 8):
+            torch.testing.assert_close(fresh(x, s), layer(x, s), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("other_sizes", [(1, 2, 4), (1, 2), (2, 8)])
+def test_state_dict_with_other_sizes_raises(other_sizes):
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=1)
+    layer = GroSSConv2d.from_conv(conv, (1, 2, 8), tol=1e-8, max_iter=2)
+    other = GroSSConv2d(8, 8, 3, other_sizes, padding=1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="group sizes"):
+        other.load_state_dict(layer.state_dict())
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_group_size_not_in_series_raises():
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    layer = GroSSConv2d.from_conv(conv, (1, 4), tol=1e-8, max_iter=2)
+    x = randn(1, 8, 4, 4, seed=0)
+    with pytest.raises(ValueError, match="not in this layer's series"):
+        layer.group_size = 2
+    assert layer.group_size == 4
+    with pytest.raises(ValueError, match="not in this layer's series"):
+        layer(x, 8)
+    with pytest.raises(ValueError, match="not in this layer's series"):
+        layer.to_bottleneck(2)
+    with pytest.raises(ValueError, match="not in this layer's series"):
+        layer.macs(2, (4, 4))
+    with pytest.raises(ValueError, match="not in this layer's series"):
+        layer.weights(3)
+
+
+def test_from_conv_rejects_non_conv():
+    with pytest.raises(ValueError, match="nn.Conv2d"):
+        GroSSConv2d.from_conv(nn.Linear(8, 8))
+
+
+def test_from_conv_rejects_grouped_conv():
+    with pytest.raises(ValueError, match="groups=1"):
+        GroSSConv2d.from_conv(nn.Conv2d(8, 8, 3, groups=2))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_from_conv_rejects_non_finite(value):
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    with torch.no_grad():
+        conv.weight[2, 3, 1, 1] = value
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        GroSSConv2d.from_conv(conv, (2, 8))
+
+
+def test_from_conv_rejects_bad_sizes():
+    conv = make_conv(8, 12, (3, 3), 1, 1, 1, True, seed=0)
+    with pytest.raises(ValueError, match="does not divide the 12 channels"):
+        GroSSConv2d.from_conv(conv, (1, 5))
+    with pytest.raises(ValueError, match="does not divide"):
+        GroSSConv2d.from_conv(conv, (2, 3), tol=1e-8, max_iter=2)
+    with pytest.raises(ValueError, match="distinct"):
+        GroSSConv2d.from_conv(conv, (2, 2, 4), tol=1e-8, max_iter=2)
+
+
+def test_constructor_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="empty"):
+        GroSSConv2d(8, 8, 3, ())
+    with pytest.raises(ValueError, match="ascending"):
+        GroSSConv2d(8, 8, 3, (4, 2))
+    with pytest.raises(ValueError, match="does not divide"):
+        GroSSConv2d(12, 8, 3, (2, 3))
