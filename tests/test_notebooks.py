@@ -1,0 +1,174 @@
+"""The numbered notebooks: structure (fast) and end-to-end runs with papermill (slow, preset 'tiny').
+
+To cover a new notebook, add one :class:`NotebookCase` row to ``CASES``: its file stem, the parameters
+to run it with, a function asserting on the metrics it records, and the figures it must write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import nbformat
+import pytest
+import torch
+
+from grosslib import notebook_utils as nu
+from grosslib import paths
+from grosslib.figures import save_figure
+from grosslib.models import build_papernet
+from grosslib.pipeline import COMMON_PARAMETERS, declared_parameters, run_notebook, write_kernelspec
+
+TINY = {"preset": "tiny", "dataset": "digits", "device": "cpu", "seed": 0}
+
+
+# --------------------------------------------------------------------------------------------- assertions
+def check_01(record: dict[str, Any]) -> None:
+    """Notebook 01: bottleneck == dense conv with W_hat; error non-increasing in the group size."""
+    m = record["metrics"]
+    assert m["equivalence_ok"] is True
+    assert m["max_equivalence_error"] < 1e-9
+    assert len(m["equivalence"]) == 6 + 6 + 7                      # conv2, conv3, conv4 sizes
+    assert all(row["max abs error"] < 1e-9 for row in m["equivalence"])
+    assert m["errors_non_increasing"] == {"conv2": True, "conv3": True, "conv4": True}
+    for errors in m["errors_by_layer"].values():
+        assert all(b <= a + 1e-12 for a, b in zip(errors, errors[1:]))
+    assert m["square_layers_exact_at_full_size"] == {"conv2": True, "conv4": True}
+    table1 = {row["layer"]: row for row in m["table1"]}
+    grouped, first, last = table1["R (grouped)"], table1["P (1x1)"], table1["Q (1x1)"]
+    assert grouped["groups"] == 32 // 4 and grouped["padding"] == "1x1" and not grouped["bias"]
+    assert first["filter"] == last["filter"] == "1x1" and last["bias"] and not first["bias"]
+    assert record["key_metrics"]["equivalence_ok"] is True
+
+
+def check_02(record: dict[str, Any]) -> None:
+    """Notebook 02: Psi checks, series prefixes, gradient reach, sampling distribution."""
+    m = record["metrics"]
+    assert m["psi_ok"] is True and m["psi"]["composition"] == 0.0 and m["psi"]["conv"] < 1e-12
+    assert m["group_sizes"] == [1, 2, 4, 8, 16, 32]
+    assert m["prefix_ok"] is True and m["max_prefix_error"] < 1e-9
+    sizes = [str(s) for s in m["group_sizes"]]
+    assert list(m["gradient_reach"]) == sizes
+    for k, size in enumerate(sizes):
+        assert m["gradient_reach"][size] == [i <= k for i in range(len(sizes))]
+    assert m["gradient_reach_ok"] is True
+    for alpha in (0.0, 4.0, 8.0):
+        rows = [r for r in m["sampling"] if r["alpha"] == alpha]
+        assert len(rows) == 7 and abs(sum(r["probability"] for r in rows) - 1) < 1e-12
+        probs = [r["probability"] for r in rows]
+        assert all(b <= a + 1e-15 for a, b in zip(probs, probs[1:]))
+    assert all(abs(r["probability"] - 1 / 7) < 1e-12 for r in m["sampling"] if r["alpha"] == 0.0)
+    assert m["sampling_max_gap"] < 0.05
+
+
+@dataclass(frozen=True)
+class NotebookCase:
+    """One notebook run: its stem, parameters (on top of ``TINY``), metrics check and figures."""
+
+    notebook: str
+    check: Callable[[dict[str, Any]], None]
+    figures: tuple[str, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+CASES: list[NotebookCase] = [
+    NotebookCase("01_btd_bottleneck_equivalence", check_01, ("01_btd_error_vs_group_size.png",)),
+    NotebookCase("02_gross_series_and_psi", check_02,
+                 ("02_psi_expansion.png", "02_gradient_reach.png", "02_sampling_distribution.png")),
+]
+#: Notebooks whose committed copies must carry outputs (nbval compares against them).
+COMMITTED_WITH_OUTPUTS = ("01_btd_bottleneck_equivalence", "02_gross_series_and_psi")
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A ``python3`` kernelspec running this interpreter, first on ``$JUPYTER_PATH``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(write_kernelspec(tmp_path_factory.mktemp("jupyter"))))
+        yield
+
+
+# --------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.notebook[:2] for c in CASES])
+def test_notebook_runs_and_records_metrics(case: NotebookCase, tmp_path: Path, kernel_env: None) -> None:
+    run_dir, figures = tmp_path / "run", tmp_path / "figures"
+    parameters = {**TINY, "run_dir": str(run_dir), "figures_dir": str(figures), **case.parameters}
+    record = run_notebook(paths.NOTEBOOKS_DIR / f"{case.notebook}.ipynb", run_dir, parameters)
+    assert record["status"] == "ok", f"{case.notebook} failed: {record['error']} (see {record['executed']})"
+    metrics_file = run_dir / "metrics" / f"{case.notebook}.json"
+    written = json.loads(metrics_file.read_text())
+    assert written["parameters"]["preset"] == "tiny" and written["environment"]["torch"] == torch.__version__
+    assert written["notebook"] == case.notebook and written["key_metrics"]
+    case.check(written)
+    for name in case.figures:
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert Path(record["executed"]).is_file()
+
+
+# --------------------------------------------------------------------------------------------- structure
+NOTEBOOKS = sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def test_notebook_structure(path: Path) -> None:
+    """Kernel python3, a literal-only parameters cell declaring the common parameters, metrics at the end."""
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assert set(COMMON_PARAMETERS) <= set(declared_parameters(path))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "write_metrics(" in code[-1].source
+    if path.stem in COMMITTED_WITH_OUTPUTS:
+        assert all(c.execution_count is not None for c in code), "commit the notebook with its outputs"
+        assert not any(o.output_type == "error" for c in code for o in c.outputs)
+
+
+def test_case_table_covers_every_notebook() -> None:
+    """Every numbered notebook has a row in CASES (one line to add per new notebook)."""
+    assert {p.stem for p in NOTEBOOKS} <= {c.notebook for c in CASES}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def test_save_figure_is_deterministic(tmp_path: Path) -> None:
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    first = save_figure(fig, 3, "line", directory=tmp_path)
+    data = first.read_bytes()
+    assert first == tmp_path / "03_line.png"
+    assert save_figure(fig, 3, "line", directory=tmp_path).read_bytes() == data
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        save_figure(fig, 100, "line", directory=tmp_path)
+    with pytest.raises(ValueError):
+        save_figure(fig, 1, "bad/name.png", directory=tmp_path)
+
+
+def test_write_metrics_is_json_with_context(tmp_path: Path) -> None:
+    import pandas as pd
+
+    path = nu.write_metrics(tmp_path, 7, "demo", {"t": torch.tensor([1.5]), "s": {1: True},
+                                                  "df": pd.DataFrame({"a": [1]}), "p": tmp_path},
+                            parameters={"preset": "tiny"}, device="cpu", key_metrics={"x": 1.0})
+    assert path == tmp_path / "metrics" / "07_demo.json"
+    data = json.loads(path.read_text())
+    assert data["metrics"] == {"t": [1.5], "s": {"1": True}, "df": [{"a": 1}], "p": str(tmp_path)}
+    assert data["parameters"] == {"preset": "tiny"} and data["environment"]["device"] == "cpu"
+    assert data["key_metrics"] == {"x": 1.0}
+
+
+def test_load_network_uses_an_existing_checkpoint(tmp_path: Path) -> None:
+    trained = build_papernet(1, 10, seed=5)
+    (tmp_path / "full").mkdir()
+    torch.save({"state_dict": trained.state_dict()}, tmp_path / "full" / "model.pt")
+    net, source = nu.load_network("full/model.pt", dataset="digits", run_dir=tmp_path)
+    assert "trained" in source and net.conv1.in_channels == 1
+    assert torch.equal(net.conv2.weight, trained.conv2.weight)
+    fresh, source = nu.load_network("missing.pt", dataset="fashion-mnist", seed=5, run_dir=tmp_path)
+    assert "freshly initialised" in source and "not found" in source
+    assert torch.equal(fresh.conv2.weight, trained.conv2.weight)      # same seed, same init
