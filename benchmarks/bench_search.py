@@ -1,0 +1,360 @@
+"""Benchmark: exhaustive search of PaperNet's 252 configurations, naive loop vs shared-prefix evaluation.
+
+Both modes run :func:`grosslib.search.evaluate_all` on the same decomposed network, data and batches; the
+naive one (``shared_prefix=False``) sets each configuration and runs the full forward on every batch, the
+shared one computes common prefixes once per batch (see grosslib/search.py). The network is a random-init
+PaperNet decomposed with a cheap BTD: accuracy is irrelevant to timing. By default the two modes are
+interleaved batch by batch (alternating which goes first), so that load from other users of a shared
+machine hits both alike; per-configuration results of the two modes are checked to be identical.
+
+Writes (replaces) the section ``## Exhaustive search (bench_search.py)`` of benchmarks/RESULTS.md.
+
+    python benchmarks/bench_search.py                      # 10,000 random images, all 252 configurations
+    python benchmarks/bench_search.py --images 2000 --threads 1 --no-write
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from grosslib.data import CIFAR10_MEAN, CIFAR10_STD, load_dataset
+from grosslib.models import build_papernet, decompose, search_space
+from grosslib.search import evaluate_all
+
+SECTION = "## Exhaustive search (bench_search.py)"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+MODES = ("naive", "shared")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+    except (OSError, ValueError, StopIteration):
+        return None
+
+
+def rss_bytes() -> int:
+    """Current resident set size (Linux /proc; elsewhere the peak so far from getrusage)."""
+    kib = _status_kib("VmRSS")
+    return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def peak_rss_bytes() -> int:
+    """Peak RSS of this process image (VmHWM). Not ru_maxrss: on Linux a child started by fork + exec
+    inherits its parent's ru_maxrss, so a probe started from this big benchmark process would report it."""
+    kib = _status_kib("VmHWM")
+    return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Setup
+# ---------------------------------------------------------------------------------------------------------
+
+
+Stats = tuple[float, ...]
+
+
+def make_data(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, Stats, Stats]:
+    """``n`` uint8 3x32x32 images with labels, and the normalisation to use."""
+    if kind == "random":
+        g = torch.Generator().manual_seed(seed)
+        images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+        return images, torch.randint(0, 10, (n,), generator=g), CIFAR10_MEAN, CIFAR10_STD
+    splits = load_dataset("digits")
+    images = torch.cat([splits.val.images, splits.test.images, splits.train.images])
+    labels = torch.cat([splits.val.labels, splits.test.labels, splits.train.labels])
+    reps = -(-n // len(labels))  # tile the ~1,800 digits up to n
+    return images.repeat(reps, 1, 1, 1)[:n], labels.repeat(reps)[:n], splits.mean, splits.std
+
+
+def machine_info(device: torch.device) -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu count": f"{os.cpu_count()} ({usable} usable)", "torch": torch.__version__,
+            "torch threads": str(torch.get_num_threads()),
+            "mkldnn": str(torch.backends.mkldnn.is_available())}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+PROBE_CONFIGS = 12
+
+
+def probe_configs(configs: list) -> list:
+    """A spread subset, with the largest configuration: per-batch memory does not grow with their number."""
+    step = max(1, len(configs) // PROBE_CONFIGS)
+    subset = configs[::step][: PROBE_CONFIGS - 1]
+    return subset + [configs[-1]] if configs[-1] not in subset else subset
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    """Child process: evaluate one batch in one mode and print the RSS before and the peak (JSON)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    net = torch.load(args.probe_net, weights_only=False)
+    images, labels, mean, std = make_data(args.dataset, args.batch_size, args.seed)
+    configs = probe_configs(search_space(net))
+    before = rss_bytes()
+    evaluate_all(net, (images, labels), configs, shared_prefix=args.probe == "shared",
+                 batch_size=args.batch_size, device=args.device, mean=mean, std=std, progress=False,
+                 channels_last=args.channels_last)
+    print(json.dumps({"before": before, "peak": peak_rss_bytes()}))
+
+
+def probe_memory(net: torch.nn.Module, args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    """Peak RSS of each mode, each in a fresh process (in one process freed memory blurs the two)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "net.pt"
+        torch.save(net, path)
+        for mode in MODES:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", mode, "--probe-net", str(path),
+                   "--batch-size", str(args.batch_size), "--dataset", args.dataset, "--seed", str(args.seed),
+                   "--threads", str(args.threads), "--device", "cpu",
+                   "--channels-last" if args.channels_last else "--no-channels-last"]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------
+
+
+def timed_run(mode: str, net: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], configs: list,
+              args: argparse.Namespace, mean: Any, std: Any,
+              gpu_peak: dict[str, int]) -> tuple[float, pd.DataFrame]:
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    df = evaluate_all(net, data, configs, shared_prefix=mode == "shared", batch_size=args.batch_size,
+                      device=device, mean=mean, std=std, progress=False, channels_last=args.channels_last)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    if device.type == "cuda":
+        gpu_peak[mode] = max(gpu_peak.get(mode, 0), torch.cuda.max_memory_allocated(device))
+    return elapsed, df
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    load_start = os.getloadavg()
+
+    start = time.perf_counter()
+    net = decompose(build_papernet(seed=args.seed), tol=args.btd_tol, max_iter=args.btd_max_iter)
+    decompose_s = time.perf_counter() - start
+    net = net.to(device).eval()
+    configs = search_space(net)
+    if args.configs:
+        configs = configs[:: max(1, len(configs) // args.configs)][: args.configs]
+    images, labels, mean, std = make_data(args.dataset, args.images, args.seed)
+    print(f"decomposed in {decompose_s:.1f} s; {len(configs)} configurations, {len(labels)} images, "
+          f"batch {args.batch_size}, threads {torch.get_num_threads()}, channels_last {args.channels_last}",
+          file=sys.stderr, flush=True)
+
+    # warm-up (oneDNN / cuDNN primitives for every configuration's shapes), not timed
+    warm = (images[: args.batch_size], labels[: args.batch_size])
+    evaluate_all(net, warm, configs, batch_size=args.batch_size, device=device, mean=mean, std=std,
+                 progress=False, channels_last=args.channels_last)
+
+    chunk = args.batch_size if args.interleave else len(labels)
+    chunks = [(images[i:i + chunk], labels[i:i + chunk]) for i in range(0, len(labels), chunk)]
+    times: dict[str, list[float]] = {m: [] for m in MODES}
+    identical = True
+    gpu_peak: dict[str, int] = {}
+    for r in range(args.repeat):
+        total = dict.fromkeys(MODES, 0.0)
+        for c, data in enumerate(chunks):
+            order = MODES if (c + r) % 2 == 0 else MODES[::-1]
+            results = {}
+            for mode in order:
+                elapsed, results[mode] = timed_run(mode, net, data, configs, args, mean, std, gpu_peak)
+                total[mode] += elapsed
+            a, b = results["naive"], results["shared"]
+            same = a["correct"].equals(b["correct"]) and a["loss"].equals(b["loss"])
+            identical &= same
+            print(f"repeat {r + 1}/{args.repeat} chunk {c + 1}/{len(chunks)}: "
+                  f"naive {total['naive']:.1f} s, shared {total['shared']:.1f} s so far; "
+                  f"identical {same}", file=sys.stderr, flush=True)
+        for mode in MODES:
+            times[mode].append(total[mode])
+    load_end = os.getloadavg()
+    memory = probe_memory(net, args) if device.type == "cpu" else {}
+    return {
+        "args": args, "configs": len(configs), "images": len(labels), "decompose_s": decompose_s,
+        "times": times, "identical": identical, "memory": memory, "gpu_peak": gpu_peak,
+        "ru_maxrss": peak_rss_bytes(),
+        "machine": machine_info(device), "load": (load_start, load_end),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def report(res: dict[str, Any], command: str, when: dt.datetime | None = None) -> str:
+    args = res["args"]
+    n_cfg, n_img = res["configs"], res["images"]
+    best = {m: min(res["times"][m]) for m in MODES}
+    median = {m: statistics.median(res["times"][m]) for m in MODES}
+    ratio = best["naive"] / best["shared"]
+    gpu = args.device.startswith("cuda")
+    lines = [
+        SECTION,
+        "",
+        f"Run {when or dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC: `{command}`",
+        "",
+        f"{'' if args.configs else 'All '}{n_cfg} configurations of a decomposed PaperNet (random init, "
+        f"seed {args.seed}; BTD tol "
+        f"{args.btd_tol:g}, max_iter {args.btd_max_iter}, {res['decompose_s']:.0f} s) on {n_img:,} "
+        f"{args.dataset} 3x32x32 uint8 images, batch size {args.batch_size}, device `{args.device}`, "
+        f"{'channels_last' if args.channels_last else 'NCHW'} input, "
+        f"{res['machine']['torch threads']} torch thread(s); "
+        + ("modes interleaved batch by batch (alternating which runs first)" if args.interleave
+           else "naive run first, then shared")
+        + f"; {args.repeat} repeat(s), best shown"
+        + (" (median in brackets)" if args.repeat > 1 else "") + ".",
+        "",
+        "| mode | time (s) | per configuration (s) | configuration-images / s | "
+        + ("peak GPU memory (MiB)" if gpu else "peak RSS (MiB)") + " |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for mode, label in (("naive", "naive loop (`shared_prefix=False`)"), ("shared", "shared prefix")):
+        t = f"{best[mode]:.1f}" + (f" ({median[mode]:.1f})" if args.repeat > 1 else "")
+        probe = res["memory"].get(mode)
+        memory = mib(res["gpu_peak"][mode]) if gpu else (
+            f"{mib(probe['peak'])} (+{mib(max(0, probe['peak'] - probe['before']))})")
+        lines.append(f"| {label} | {t} | {best[mode] / n_cfg:.3f} | {n_cfg * n_img / best[mode]:,.0f} | "
+                     f"{memory} |")
+    lines += [
+        "",
+        f"**Speed-up: {ratio:.1f}x** (target >= 4x). Per-configuration correct counts and summed losses "
+        f"of the two modes identical: **{'yes' if res['identical'] else 'NO'}**.",
+        "",
+    ]
+    if not gpu:
+        lines.append(f"Peak RSS (VmHWM) of a fresh process per mode evaluating one batch of "
+                     f"{args.batch_size} images with {PROBE_CONFIGS} configurations (work is batch by batch "
+                     "and nothing but two counters is kept per configuration, so the peak does not grow with "
+                     "the number of images or configurations); in brackets the increase over the RSS before "
+                     f"evaluating (torch, network, data). This benchmark process, both modes over all "
+                     f"images: peak RSS {mib(res['ru_maxrss'])} MiB.")
+    m = res["machine"]
+    (l1, l5, l15), (e1, e5, e15) = res["load"]
+    lines += [
+        f"Machine: {m['cpu']}, {m['cpu count']} CPUs, {m['platform']}, Python {m['python']}, torch "
+        f"{m['torch']} (mkldnn {m['mkldnn']})" + (f", {m['gpu']}" if "gpu" in m else "") + ".",
+        f"The CPUs are shared with other engineers' jobs: load average {l1:.1f} / {l5:.1f} / {l15:.1f} at "
+        f"the start, {e1:.1f} / {e5:.1f} / {e15:.1f} at the end; absolute times are noisy, the interleaved "
+        "ratio less so.",
+        "",
+    ]
+    if args.note:
+        lines += [f"Note: {args.note}", ""]
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path = RESULTS) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, leaving the others untouched."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = text.strip("\n") + "\n"
+    match = re.search(rf"^{re.escape(SECTION)}[ \t]*$", old, re.M)
+    if match is None:
+        new = old.rstrip("\n") + "\n\n" + block
+    else:
+        following = re.compile(r"^## ", re.M).search(old, match.end())
+        rest = old[following.start():] if following else ""
+        new = old[:match.start()] + block + ("\n" + rest if rest else "")
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--dataset", choices=("random", "digits"), default="random",
+                        help="random uint8 images, or the digits dataset tiled up to --images")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="channels_last input for both modes")
+    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=True,
+                        help="alternate the modes batch by batch")
+    parser.add_argument("--configs", type=int, default=0,
+                        help="evaluate only this many (spread) configurations; 0: all")
+    parser.add_argument("--btd-tol", type=float, default=1e-3)
+    parser.add_argument("--btd-max-iter", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"write the section of {RESULTS.name}")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only measure the peak memory of each mode (fresh processes), print it as JSON")
+    parser.add_argument("--note", default="", help="a remark to add to the results section")
+    parser.add_argument("--probe", choices=MODES, help=argparse.SUPPRESS)  # internal: memory probe child
+    parser.add_argument("--probe-net", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        run_probe(args)
+        return 0
+    if args.memory_only:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        net = decompose(build_papernet(seed=args.seed), tol=args.btd_tol, max_iter=args.btd_max_iter).eval()
+        print(json.dumps(probe_memory(net, args)))
+        return 0
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available")
+    res = run_benchmark(args)
+    command = "python benchmarks/bench_search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    text = report(res, command.strip())
+    print(text)
+    if args.write:
+        write_section(text)
+        print(f"wrote the section of {RESULTS}", file=sys.stderr)
+    return 0 if res["identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
