@@ -108,3 +108,204 @@ def plot_sampling_distribution(table: pd.DataFrame) -> Figure:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------ notebooks 03-05
+def _config_labels(ax: plt.Axes, xs: list[float], ys: list[float], labels: list[str], **kwargs) -> None:
+    for x, y, label in zip(xs, ys, labels):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small", **kwargs)
+
+
+def plot_learning_curves(curves: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Validation curves of GroSS training (:func:`grosslib.analysis.learning_curves`' long table).
+
+    Left: the response-reconstruction loss (eq. 9) per epoch at each reported configuration. Right: the
+    validation accuracy over reconstruction then fine-tuning (a dotted line marks the switch).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    recon = curves[curves["metric"] == "recon_loss"]
+    if len(recon):
+        sns.lineplot(data=recon, x="step", y="value", hue="config", style="config", markers=True,
+                     dashes=False, ax=left)
+    left.set_xlabel("reconstruction epoch")
+    left.set_ylabel(r"$\sum_l \|A'_l - A_l\|_F / \|A_l\|_F$ (validation)")
+    left.set_title("response reconstruction loss")
+    accuracy = curves[curves["metric"] == "accuracy"].assign(value=lambda d: 100.0 * d["value"])
+    sns.lineplot(data=accuracy, x="step", y="value", hue="config", style="config", markers=True, dashes=False,
+                 ax=right)
+    stages = list(dict.fromkeys(curves["stage"]))
+    if len(stages) > 1:
+        boundary = float(curves.loc[curves["stage"] == stages[0], "step"].max()) + 0.5
+        right.axvline(boundary, color="grey", ls=":", lw=1)
+        right.annotate(f"{stages[0]} | {stages[1]}", (boundary, 1.0), xycoords=("data", "axes fraction"),
+                       xytext=(0, -12), textcoords="offset points", ha="center", fontsize="x-small",
+                       color="grey")
+    right.set_xlabel("epoch (reconstruction, then fine-tuning)")
+    right.set_ylabel("validation accuracy (%)")
+    right.set_title("validation accuracy")
+    for ax in (left, right):
+        ax.legend(title="configuration", fontsize="small", title_fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_table2(table: pd.DataFrame, *, dataset: str = "this run") -> Figure:
+    """Table 2 as points: accuracy against MACs for this run (left) and the paper's CIFAR-10 (right).
+
+    ``table`` is :func:`grosslib.analysis.table2`' output (index: network). Circles: each network trained
+    on its own (for fixed configurations: decomposed, reconstructed and fine-tuned alone); triangles:
+    the GroSS network at the same configuration; star: the full network.
+    """
+    fixed = table[table.index != "full"].sort_values("MACs (M)")
+    full = table.loc["full"] if "full" in table.index else None
+    has_paper = "paper median (%)" in table.columns
+    fig, axes = plt.subplots(1, 2 if has_paper else 1, figsize=(10.5 if has_paper else 5.5, 3.9),
+                             squeeze=False)
+    palette = sns.color_palette("colorblind")
+    panels = [(axes[0, 0], "MACs (M)", "mean (%)", "GroSS (%)", f"{dataset}: test accuracy")]
+    if has_paper:
+        panels.append((axes[0, 1], "paper MACs (M)", "paper median (%)", "paper GroSS (%)",
+                       "paper, CIFAR-10: test accuracy (median)"))
+    for ax, macs, own, gross, title in panels:
+        ax.plot(fixed[macs], fixed[own], "o-", color=palette[0], label="fixed, trained on its own")
+        ax.plot(fixed[macs], fixed[gross], "^--", color=palette[1], label="GroSS at the same configuration")
+        if full is not None:
+            ax.plot([full[macs]], [full[own]], "*", ms=14, color=palette[2], label="full network")
+        _config_labels(ax, list(fixed[macs]), list(fixed[own]), list(fixed.index))
+        ax.set_xlabel("MACs (millions)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(title)
+        ax.legend(fontsize="x-small", loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_deficits(table: pd.DataFrame) -> Figure:
+    """Figure 1, left: GroSS minus the configuration trained on its own, at the fixed configurations.
+
+    ``table`` is :func:`grosslib.analysis.deficits`' output; one line per alpha; error bars are the std
+    over replicates where there are several.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.9))
+    names = list(dict.fromkeys(table.sort_values("group size")["name"]))
+    palette = sns.color_palette("colorblind")
+    for j, (alpha, part) in enumerate(table.groupby("alpha", sort=True)):
+        part = part.sort_values("group size")
+        xs = [names.index(n) + (j - 1) * 0.06 for n in part["name"]]
+        errors = part["deficit std (pp)"] if part["deficit std (pp)"].notna().any() else None
+        ax.errorbar(xs, part["deficit (pp)"], yerr=errors, fmt="o-", capsize=3,
+                    color=palette[j % len(palette)], label=f"α = {alpha:g}")
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_xlabel("configuration (fixed baseline)")
+    ax.set_ylabel("GroSS − trained on its own (pp)")
+    ax.set_title("accuracy deficit of GroSS at the fixed configurations")
+    ax.legend(title="temperature", fontsize="small", title_fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _front(frame: pd.DataFrame) -> pd.DataFrame:
+    from .search import pareto_front
+
+    return pareto_front(frame)
+
+
+def plot_accuracy_all_configs(table: pd.DataFrame, fixed: pd.DataFrame | None = None, *,
+                              split: str = "test") -> Figure:
+    """Figure 1, right: accuracy of every configuration against MACs, one colour per alpha.
+
+    ``table``: alpha, macs, accuracy (fraction) per configuration (:func:`grosslib.analysis.mean_over_seeds`).
+    Dots: every configuration; lines: each alpha's Pareto front. ``fixed`` (optional: macs, accuracy):
+    the fixed configurations trained on their own, as black crosses.
+    """
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    palette = sns.color_palette("colorblind")
+    for j, (alpha, part) in enumerate(table.groupby("alpha", sort=True)):
+        colour = palette[j % len(palette)]
+        ax.scatter(part["macs"] / 1e6, 100.0 * part["accuracy"], s=9, alpha=0.45, color=colour, lw=0)
+        front = _front(part)
+        ax.step(front["macs"] / 1e6, 100.0 * front["accuracy"], where="post", color=colour, lw=1.5,
+                label=f"α = {alpha:g} (dots: all, line: Pareto front)")
+    if fixed is not None and len(fixed):
+        ax.plot(fixed["macs"] / 1e6, 100.0 * fixed["accuracy"], "kX", ms=8, label="fixed, trained on its own")
+    ax.set_xlabel("MACs (millions)")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_title("GroSS accuracy of every configuration, by sampling temperature")
+    ax.legend(fontsize="x-small", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_search(evaluations: pd.DataFrame, front: pd.DataFrame, marked: dict[str, tuple[int, ...]],
+                selections: pd.DataFrame | None = None, *, split: str = "validation") -> Figure:
+    """Accuracy against MACs of every configuration, its Pareto front, fixed configurations and picks.
+
+    ``evaluations``: :meth:`Experiment.evaluate_configs`' table; ``front``: its Pareto front;
+    ``marked``: ``{label: configuration}`` drawn as squares (the fixed baselines); ``selections``:
+    :func:`grosslib.analysis.select_under_budgets` (stars, with the budgets as dotted lines).
+    """
+    fig, ax = plt.subplots(figsize=(7.6, 4.6))
+    palette = sns.color_palette("colorblind")
+    ax.scatter(evaluations["macs"] / 1e6, 100.0 * evaluations["accuracy"], s=12, color="#9a9a9a", lw=0,
+               alpha=0.7, label=f"all {len(evaluations)} configurations")
+    ax.step(front["macs"] / 1e6, 100.0 * front["accuracy"], where="post", color=palette[3], lw=1.6,
+            label=f"Pareto front ({len(front)})")
+    by_config = evaluations.set_index(evaluations["config"].map(tuple))
+    for label, config in marked.items():
+        row = by_config.loc[[tuple(config)]].iloc[0]
+        ax.plot(row["macs"] / 1e6, 100.0 * row["accuracy"], "s", ms=7, mfc="none", mec="black", mew=1.4)
+        ax.annotate(label, (row["macs"] / 1e6, 100.0 * row["accuracy"]), textcoords="offset points",
+                    xytext=(5, -10), fontsize="x-small")
+    ax.plot([], [], "s", mfc="none", mec="black", label="fixed configurations")
+    if selections is not None and len(selections):
+        for j, (budget, part) in enumerate(selections.groupby("budget", sort=False)):
+            colour = palette[j % len(palette)]
+            ax.axvline(float(part["budget macs"].iloc[0]) / 1e6, color=colour, ls=":", lw=1.2)
+            label = f"fixed-{budget} budget, top {len(part)}: {', '.join(part['name'])}"
+            ax.plot(part["macs"] / 1e6, 100.0 * part["accuracy"], "*", ms=max(16 - 5 * j, 6), color=colour,
+                    mec="black", mew=0.5, label=label)
+    ax.set_xlabel("MACs (millions)")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_title("exhaustive search over the GroSS configurations")
+    ax.legend(fontsize="x-small", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_table3(table: pd.DataFrame) -> Figure:
+    """Table 3 as points: per budget, the fixed configuration and the picks trained on their own.
+
+    ``table`` is :func:`grosslib.analysis.table3`' output. Filled markers: test accuracy trained on its own
+    (fixed, or after train); hollow: the GroSS network's validation accuracy that the search ranked by.
+    """
+    budgets = list(dict.fromkeys(table["budget"]))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.8), sharey=True, squeeze=False)
+    palette = sns.color_palette("colorblind")
+    for ax, budget in zip(axes[0], budgets):
+        part = table[table["budget"] == budget].reset_index(drop=True)
+        own = part["fixed (%)"].where(part["role"] == "fixed", part["after train (%)"])
+        errors = part["fixed std (%)"].where(part["role"] == "fixed", part["after train std (%)"])
+        colours = [palette[0] if r == "fixed" else palette[2] for r in part["role"]]
+        xs = list(range(len(part)))
+        for x, y, e, c in zip(xs, own, errors, colours):
+            ax.errorbar([x], [y], yerr=None if pd.isna(e) else [e], fmt="o", ms=8, color=c, capsize=3)
+        ax.plot(xs, part["GroSS val (%)"], "o", ms=8, mfc="none", mec="black")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{n}\n{m:.2f}M" for n, m in zip(part["configuration"], part["MACs (M)"])],
+                           fontsize="small")
+        ax.set_xlim(-0.5, len(part) - 0.5)
+        ax.set_title(f"fixed-{budget} budget")
+        ax.set_ylabel("accuracy (%)")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=palette[0],
+                          label="fixed, trained on its own (test)"),
+               plt.Line2D([], [], marker="o", ls="", color=palette[2],
+                          label="search pick, trained on its own (test)"),
+               plt.Line2D([], [], marker="o", ls="", mfc="none", mec="black",
+                          label="GroSS network (validation)")]
+    axes[0, -1].legend(handles=handles, fontsize="x-small", loc="lower right")
+    fig.tight_layout()
+    return fig

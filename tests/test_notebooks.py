@@ -65,6 +65,66 @@ def check_02(record: dict[str, Any]) -> None:
     assert m["sampling_max_gap"] < 0.05
 
 
+def check_03(record: dict[str, Any]) -> None:
+    """Notebook 03: full network, 252 configurations, GroSS curves, fixed baselines, Table 2."""
+    m = record["metrics"]
+    assert m["n_configs"] == 252 and m["full_macs"] == 5_081_600
+    assert m["group_sizes"] == {"conv2": [1, 2, 4, 8, 16, 32], "conv3": [1, 2, 4, 8, 16, 32],
+                                "conv4": [1, 2, 4, 8, 16, 32, 64]}
+    assert m["fixed_configs"] == {"1": [1, 1, 1], "4": [4, 4, 4], "16": [16, 16, 16], "32": [32, 32, 32]}
+    assert m["fixed_macs"] == {"1": 1_906_176, "4": 2_210_304, "16": 3_426_816, "32": 5_048_832}
+    assert m["largest_config"] == [32, 32, 64]
+    for key in ("fixed_accuracy", "gross_accuracy_at_fixed"):
+        assert set(m[key]) == {"1", "4", "16", "32"} and all(0.0 <= v <= 1.0 for v in m[key].values())
+    for s in m["fixed_accuracy"]:
+        expected = 100 * (m["gross_accuracy_at_fixed"][s] - m["fixed_accuracy"][s])
+        assert abs(m["gross_minus_fixed_pp"][s] - expected) < 1e-9
+    assert 0.0 <= m["full_test_accuracy"] <= 1.0
+    assert [row["network"] for row in m["table2"]] == ["full", "fixed 32", "fixed 16", "fixed 4", "fixed 1"]
+    assert m["table2"][0]["paper median (%)"] == 83.88
+    assert {(row["stage"], row["config"]) for row in m["learning_curves"]} == {
+        ("reconstruction", "1-1-1"), ("reconstruction", "32-32-64"), ("fine-tuning", "1-1-1"),
+        ("fine-tuning", "32-32-64")}
+    recon_metrics = {row["metric"] for row in m["learning_curves"] if row["stage"] == "reconstruction"}
+    assert "recon_loss" in recon_metrics
+
+
+def check_04(record: dict[str, Any]) -> None:
+    """Notebook 04: GroSS at alpha 0, 4, 8; deficits at the fixed configurations; all configurations."""
+    m = record["metrics"]
+    assert m["alphas"] == [0.0, 4.0, 8.0]
+    assert set(m["deficits"]) == {"0", "4", "8"}
+    for alpha, per_size in m["deficits"].items():
+        assert set(per_size) == {"1", "4", "16", "32"}
+        values = list(per_size.values())
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        assert abs(m["flatness"][alpha] - std) < 1e-9
+        assert m["favours"][alpha] in ("small", "large", "neither")
+    assert m["flattest_alpha"] in (0.0, 4.0, 8.0)
+    assert m["n_configs_per_alpha"] == {"0": 252, "4": 252, "8": 252}
+    assert set(m["mean_accuracy_all_configs"]) == {"0", "4", "8"}
+
+
+def check_05(record: dict[str, Any]) -> None:
+    """Notebook 05: 252 configurations on validation, Pareto front, picks under budgets, Table 3."""
+    m = record["metrics"]
+    assert m["n_configs"] == 252 and m["search_split"] == "val"
+    assert 1 <= m["n_pareto"] <= 252 and len(m["pareto_configs"]) == m["n_pareto"]
+    assert abs(m["ascending_share_all"] - 77 / 252) < 1e-12
+    assert 0.0 <= m["ascending_share_pareto"] <= 1.0
+    assert m["budget_macs"] == {"4": 2_210_304, "16": 3_426_816}
+    picks = m["selections"]
+    assert [p["budget"] for p in picks] == [4, 4, 16, 16] and [p["rank"] for p in picks] == [1, 2, 1, 2]
+    assert all(p["macs"] <= m["budget_macs"][str(p["budget"])] for p in picks)
+    table = m["table3"]
+    assert [row["role"] for row in table] == ["fixed", "search #1", "search #2"] * 2
+    for row in table:
+        if row["role"] != "fixed":
+            assert 0.0 <= row["after train (%)"] <= 100.0
+    assert set(m["delta_wrt_fixed_pp"]) == {p["name"] for p in picks}
+
+
 @dataclass(frozen=True)
 class NotebookCase:
     """One notebook run: its stem, parameters (on top of ``TINY``), metrics check and figures."""
@@ -79,6 +139,12 @@ CASES: list[NotebookCase] = [
     NotebookCase("01_btd_bottleneck_equivalence", check_01, ("01_btd_error_vs_group_size.png",)),
     NotebookCase("02_gross_series_and_psi", check_02,
                  ("02_psi_expansion.png", "02_gradient_reach.png", "02_sampling_distribution.png")),
+    NotebookCase("03_simultaneous_training", check_03, ("03_learning_curves.png", "03_table2.png"),
+                 {"data_limit": 64}),
+    NotebookCase("04_temperature_study", check_04,
+                 ("04_deficit_fixed_configs.png", "04_accuracy_all_configs.png"), {"data_limit": 64}),
+    NotebookCase("05_exhaustive_search", check_05, ("05_accuracy_vs_macs.png", "05_table3.png"),
+                 {"data_limit": 64}),
 ]
 #: Notebooks whose committed copies must carry outputs (nbval compares against them).
 COMMITTED_WITH_OUTPUTS = ("01_btd_bottleneck_equivalence", "02_gross_series_and_psi")

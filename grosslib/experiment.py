@@ -1,0 +1,226 @@
+"""The paper's experiment as cached stages: full network, decomposition, GroSS, fixed configurations.
+
+Every stage writes into its own folder of one run directory and is skipped when already done, so
+notebooks can call these functions in any order, a killed run continues where it stopped, and a
+later notebook reuses what an earlier one trained::
+
+    <run_dir>/seed<k>/full/                         train_full (checkpoint, metrics.jsonl, done.json)
+    <run_dir>/seed<k>/decomposed.pt                 the GroSS series straight after BTD
+    <run_dir>/seed<k>/gross_alpha<a>/reconstruct/   response reconstruction of the series
+    <run_dir>/seed<k>/gross_alpha<a>/finetune/      GroSS fine-tuning at temperature a
+    <run_dir>/seed<k>/fixed_<config>/reconstruct/   a configuration trained on its own
+    <run_dir>/seed<k>/fixed_<config>/finetune/
+    <run_dir>/seed<k>/evaluations/<name>.csv        evaluations of every configuration
+
+A fixed configuration starts from the series' bottleneck at that configuration before GroSS
+training, which is exactly the per-size BTD (:func:`grosslib.models.collapse_to_config`): one
+decomposition serves every configuration.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import presets
+from .data import DatasetSplits, load_dataset
+from .models import (
+    build_papernet,
+    collapse_to_config,
+    config_name,
+    decompose,
+    decomposed_layers,
+    set_config,
+    uniform_config,
+)
+from .search import evaluate_all
+from .train import TrainResult, evaluate, finetune, reconstruct_responses, resolve_device, train_full
+
+Config = tuple[int, ...]
+FIXED_GROUP_SIZES: tuple[int, ...] = (1, 4, 16, 32)   # the paper's fixed baselines
+
+
+@dataclass
+class StageResult:
+    """A trained network with the results of its reconstruction and fine-tuning stages."""
+
+    net: nn.Module
+    reconstruct: TrainResult | None
+    finetune: TrainResult | None
+    config: Config | None = None
+    alpha: float | None = None
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.finetune.test_accuracy if self.finetune else math.nan
+
+
+@dataclass
+class Experiment:
+    """One seed of the paper's protocol on one dataset, with every stage cached in ``run_dir``.
+
+    Parameters
+    ----------
+    dataset : 'digits', 'fashion-mnist' or 'cifar10'.
+    preset : a key of :data:`grosslib.presets.PRESETS` ('tiny', 'quick', 'study', 'paper').
+    seed : seeds the network's initialisation and every training stage.
+    run_dir : the run directory shared by all notebooks of a run.
+    device : None = automatic (cuda, mps, cpu).
+    data_limit : truncate each split (tests and smoke runs).
+    progress : show progress bars.
+    overrides : per-stage TrainConfig overrides, e.g. ``{"full": {"epochs": 2}}``.
+    """
+
+    dataset: str
+    preset: str
+    seed: int = 0
+    run_dir: Path | str = "runs/interactive"
+    device: str | None = None
+    data_limit: int | None = None
+    progress: bool = True
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        if self.preset not in presets.PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; valid: {', '.join(presets.PRESETS)}")
+        self._data: DatasetSplits | None = None
+        self._full: nn.Module | None = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def seed_dir(self) -> Path:
+        return Path(self.run_dir) / f"seed{self.seed}"
+
+    @property
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    @property
+    def btd_options(self) -> dict[str, Any]:
+        return dict(presets.PRESET_BTD_OPTIONS[self.preset])
+
+    def config(self, stage: str, **overrides: Any):  # -> TrainConfig
+        """The preset's TrainConfig for ``stage`` with this experiment's seed and overrides."""
+        extra = {**self.overrides.get(stage, {}), **overrides}
+        return presets.get_preset(self.preset, stage, seed=self.seed, **extra)
+
+    @property
+    def data(self) -> DatasetSplits:
+        """The dataset splits (loaded once)."""
+        if self._data is None:
+            self._data = load_dataset(self.dataset, limit=self.data_limit)
+        return self._data
+
+    def _new_network(self) -> nn.Module:
+        return build_papernet(self.data.in_channels, self.data.num_classes, seed=self.seed)
+
+    # ------------------------------------------------------------------ stages
+    def full_network(self) -> tuple[nn.Module, TrainResult]:
+        """The full network trained on classification (stage 'full')."""
+        net = self._new_network()
+        result = train_full(net, self.data, self.config("full"), self.seed_dir / "full",
+                            device=self.device, progress=self.progress)
+        net.eval()
+        self._full = net
+        return net, result
+
+    def _original(self) -> nn.Module:
+        if self._full is None:
+            self.full_network()
+        assert self._full is not None
+        return self._full
+
+    def decomposed(self) -> nn.Module:
+        """The GroSS series of the full network straight after BTD (cached in ``decomposed.pt``)."""
+        path = self.seed_dir / "decomposed.pt"
+        original = self._original()
+        if path.exists():
+            skeleton = decompose(original.cpu(), max_iter=0)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=False)
+                skeleton.load_state_dict(state)
+            except Exception as exc:  # noqa: BLE001 - any failure means the file can't be used
+                raise ValueError(f"{path}: not a decomposition of this network ({type(exc).__name__}: "
+                                 f"{exc}); delete it to decompose again") from exc
+            return skeleton.to(self.torch_device)
+        net = decompose(original.cpu(), **self.btd_options)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(net.state_dict(), tmp)
+        tmp.replace(path)
+        return net.to(self.torch_device)
+
+    def btd_errors(self) -> pd.DataFrame:
+        """Relative BTD error per (layer, group size) of the decomposition."""
+        rows = [{"layer": name, "group_size": s, "error": e}
+                for name, layer in decomposed_layers(self.decomposed()) for s, e in layer.btd_errors.items()]
+        return pd.DataFrame(rows)
+
+    def gross(self, alpha: float = 4.0) -> StageResult:
+        """GroSS: response reconstruction then fine-tuning, sampling group sizes at ``alpha``."""
+        net = self.decomposed()
+        folder = self.seed_dir / f"gross_alpha{alpha:g}"
+        recon = reconstruct_responses(net, self._original(), self.data, self.config("reconstruct_gross",
+                                      alpha=alpha), folder / "reconstruct", device=self.device,
+                                      progress=self.progress)
+        tuned = finetune(net, self.data, self.config("finetune_gross", alpha=alpha), folder / "finetune",
+                         device=self.device, progress=self.progress)
+        net.eval()
+        return StageResult(net, recon, tuned, alpha=alpha)
+
+    def fixed(self, config: Sequence[int]) -> StageResult:
+        """A configuration decomposed, reconstructed and fine-tuned on its own (a fixed baseline)."""
+        config = tuple(int(s) for s in config)
+        net = collapse_to_config(self.decomposed(), config)
+        folder = self.seed_dir / f"fixed_{config_name(config)}"
+        recon = reconstruct_responses(net, self._original(), self.data, self.config("reconstruct_fixed"),
+                                      folder / "reconstruct", device=self.device, progress=self.progress)
+        tuned = finetune(net, self.data, self.config("finetune_fixed"), folder / "finetune",
+                         device=self.device, progress=self.progress)
+        net.eval()
+        return StageResult(net, recon, tuned, config=config)
+
+    def uniform_config(self, group_size: int) -> Config:
+        """The paper's 'fixed-s' configuration for this network."""
+        return uniform_config(self.decomposed(), group_size)
+
+    def fixed_configs(self, sizes: Sequence[int] = FIXED_GROUP_SIZES) -> dict[int, Config]:
+        """The fixed baselines' configurations, keyed by their group size."""
+        return {s: self.uniform_config(s) for s in sizes}
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_configs(self, net: nn.Module, name: str, split: str = "val",
+                         configs: Sequence[Sequence[int]] | None = None, batch_size: int = 1000) -> pd.DataFrame:
+        """Accuracy, loss, MACs and parameters of every configuration (cached as a CSV)."""
+        path = self.seed_dir / "evaluations" / f"{name}_{split}.csv"
+        if path.exists():
+            df = pd.read_csv(path)
+            df["config"] = df["config"].map(lambda text: tuple(json.loads(text)))
+            if configs is None or set(map(tuple, configs)) <= set(df["config"]):
+                return df
+        subset = getattr(self.data, split)
+        df = evaluate_all(net, subset, configs, batch_size=batch_size, device=self.torch_device,
+                          mean=self.data.mean, std=self.data.std, progress=self.progress,
+                          channels_last=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stored = df.copy()
+        stored["config"] = stored["config"].map(lambda c: json.dumps(list(c)))
+        stored.to_csv(path, index=False)
+        return df
+
+    def accuracy_at(self, net: nn.Module, config: Sequence[int] | None, split: str = "test") -> float:
+        """Accuracy of ``net`` (at ``config`` if it is a GroSS network) on a split."""
+        net = copy.deepcopy(net)
+        if config is not None:
+            set_config(net, config)
+        return float(evaluate(net, getattr(self.data, split), self.data.mean, self.data.std,
+                              device=self.torch_device)["accuracy"])
