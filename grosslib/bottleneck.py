@@ -19,6 +19,24 @@ def check_conv(conv: nn.Module) -> nn.Conv2d:
     return conv
 
 
+def orthonormalize_blocks(result: BTDResult) -> BTDResult:
+    """The same approximation with orthonormal factors in every block (cores absorb the rest).
+
+    A BTD is defined up to an invertible change of basis inside each block: ``C_r G_r B_r^T =
+    (C_r T) (T^-1 G_r S^-T) (B_r S)^T``. ALS leaves that scaling arbitrary, and badly scaled 1x1
+    factors make the bottleneck hard to fine-tune. With ``C_r = Q_c T_c`` and ``B_r = Q_b T_b``
+    (QR), the block becomes ``Q_c (T_c G_r T_b^T) Q_b^T``: ``W_hat`` is unchanged.
+    """
+    q_out, t_out = torch.linalg.qr(result.out_factors, mode="reduced")    # (R, u, s), (R, s, s)
+    q_in, t_in = torch.linalg.qr(result.in_factors, mode="reduced")       # (R, t, s), (R, s, s)
+    if q_out.shape[-1] < result.group_size:                               # u < s: pad to s columns
+        pad = result.group_size - q_out.shape[-1]
+        q_out = torch.cat([q_out, q_out.new_zeros(*q_out.shape[:-1], pad)], dim=-1)
+        t_out = torch.cat([t_out, t_out.new_zeros(t_out.shape[0], pad, t_out.shape[-1])], dim=-2)
+    cores = torch.einsum("rac,rcdyx,rbd->rabyx", t_out, result.cores, t_in)
+    return BTDResult(cores, q_out, q_in, list(result.errors), result.initial_error, result.converged)
+
+
 def bottleneck_convs(conv: nn.Conv2d, group_size: int, *, bias: bool = True,
                      device: torch.device | str | None = None,
                      dtype: torch.dtype | None = None) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
@@ -49,7 +67,7 @@ class Bottleneck(nn.Sequential):
             raise ValueError(f"BTD result of shape (out, in)={got}, kernel {tuple(result.cores.shape[3:])} "
                              f"does not match the conv {expected}, kernel {tuple(conv.kernel_size)}")
         first, grouped, last = bottleneck_convs(conv, result.group_size)
-        weights = result.bottleneck_weights()
+        weights = orthonormalize_blocks(result).bottleneck_weights()
         with torch.no_grad():
             for module, weight in zip((first, grouped, last), weights):
                 module.weight.copy_(weight.to(module.weight.dtype))

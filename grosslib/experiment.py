@@ -38,6 +38,7 @@ from .models import (
     config_name,
     decompose,
     decomposed_layers,
+    search_space,
     set_config,
     uniform_config,
 )
@@ -199,14 +200,17 @@ class Experiment:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_configs(self, net: nn.Module, name: str, split: str = "val",
-                         configs: Sequence[Sequence[int]] | None = None, batch_size: int = 1000) -> pd.DataFrame:
+                         configs: Sequence[Sequence[int]] | None = None,
+                         batch_size: int = 1000) -> pd.DataFrame:
         """Accuracy, loss, MACs and parameters of every configuration (cached as a CSV)."""
         path = self.seed_dir / "evaluations" / f"{name}_{split}.csv"
+        wanted = [tuple(c) for c in (configs if configs is not None else search_space(net))]
         if path.exists():
             df = pd.read_csv(path)
             df["config"] = df["config"].map(lambda text: tuple(json.loads(text)))
-            if configs is None or set(map(tuple, configs)) <= set(df["config"]):
-                return df
+            if set(wanted) <= set(df["config"]):
+                row_of = {config: i for i, config in enumerate(df["config"])}
+                return df.iloc[[row_of[c] for c in wanted]].reset_index(drop=True)
         subset = getattr(self.data, split)
         df = evaluate_all(net, subset, configs, batch_size=batch_size, device=self.torch_device,
                           mean=self.data.mean, std=self.data.std, progress=self.progress,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bottleneck import bottleneck_convs, check_conv
+from .bottleneck import bottleneck_convs, check_conv, orthonormalize_blocks
 from .btd import BTDResult, btd_series
 from .psi import check_group_size, psi
 
@@ -97,7 +97,10 @@ class GroSSConv2d(nn.Module):
         size is warm-started from the one below.
         """
         conv = check_conv(conv)
-        sizes = default_group_sizes(conv.in_channels) if group_sizes is None else tuple(sorted(int(s) for s in group_sizes))
+        if group_sizes is None:
+            sizes = default_group_sizes(conv.in_channels)
+        else:
+            sizes = tuple(sorted(int(s) for s in group_sizes))
         for s in sizes:
             check_group_size(conv.in_channels, s, "group size")
         results = btd_series(conv.weight.detach(), sizes, **btd_options)
@@ -116,7 +119,7 @@ class GroSSConv2d(nn.Module):
             for i, s in enumerate(sizes):
                 if results[s].group_size != s:
                     raise ValueError(f"results[{s}] holds a BTD of group size {results[s].group_size}")
-                first, grouped, last = results[s].bottleneck_weights()
+                first, grouped, last = orthonormalize_blocks(results[s]).bottleneck_weights()
                 if previous is None:
                     p, r, q = first, grouped, last
                 else:

@@ -94,6 +94,8 @@ class TrainConfig:
     seed : seeds data order, dropout and group-size sampling (not the weights' initialisation).
     alpha : GroSS sampling temperature; None trains the active (fixed) configuration.
     max_batches : cap on batches per epoch (None = the whole split); for tests and smoke runs.
+    max_grad_norm : clip the gradient's global norm of the trained parameters (None = no clipping).
+        Not in the paper: a guard for decomposed networks, whose BTD factors can be badly scaled.
     notes : why these values.
     """
 
@@ -110,6 +112,7 @@ class TrainConfig:
     seed: int = 0
     alpha: float | None = None
     max_batches: int | None = None
+    max_grad_norm: float | None = None
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -124,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.max_batches is not None and self.max_batches < 1:
             raise ValueError(f"max_batches must be positive or None, got {self.max_batches}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if self.alpha is not None and not math.isfinite(self.alpha):
             raise ValueError(f"alpha must be finite or None, got {self.alpha}")
         if self.nesterov and (self.momentum <= 0):
@@ -611,7 +616,7 @@ def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data:
                                       channels_last=channels_last)
             bar = tqdm(itertools.islice(batches, steps), total=steps, leave=False, disable=not progress,
                        desc=f"epoch {epoch + 1}")
-            train_loss = _train_epoch(task, optimizer, sampler, bar)
+            train_loss = _train_epoch(task, optimizer, sampler, bar, cfg.max_grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             if start_config is not None:
@@ -649,7 +654,7 @@ def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data:
 
 
 def _train_epoch(task: _Classification, optimizer: torch.optim.Optimizer, sampler: _ConfigSampler | None,
-                 batches: Iterable[tuple[Tensor, Tensor]]) -> float:
+                 batches: Iterable[tuple[Tensor, Tensor]], max_grad_norm: float | None = None) -> float:
     """One pass: per batch, sample a configuration (GroSS), then one SGD step; the mean training loss."""
     loss_sum, seen = None, 0
     for x, y in batches:
@@ -658,6 +663,9 @@ def _train_epoch(task: _Classification, optimizer: torch.optim.Optimizer, sample
         loss = task.loss(x, y)
         optimizer.zero_grad(set_to_none=True)  # unused (larger-size) terms get no update at all
         loss.backward()
+        if max_grad_norm is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         batch_loss = loss.detach() * len(y)  # summed on the device: no synchronisation per step
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss

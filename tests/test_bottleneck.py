@@ -9,6 +9,7 @@ from reference import btd_reconstruct_ref, conv_like, randn, sequential_ref
 from torch import nn
 
 from grosslib import Bottleneck, btd
+from grosslib.bottleneck import orthonormalize_blocks
 
 FAST = dict(tol=1e-8, max_iter=15)
 
@@ -103,8 +104,30 @@ def test_bottleneck_structure():
     assert (last.in_channels, last.out_channels, last.kernel_size, last.groups) == (t, u, (1, 1), 1)
     assert torch.equal(last.bias, conv.bias)
     assert module.group_size == s
-    for param, expected in zip((first.weight, grouped.weight, last.weight), result.bottleneck_weights()):
-        assert torch.equal(param, expected)
+    balanced = orthonormalize_blocks(result)
+    for param, expected in zip((first.weight, grouped.weight, last.weight), balanced.bottleneck_weights()):
+        assert torch.equal(param, expected.to(param.dtype))
+
+
+@pytest.mark.parametrize("u, t, s", [(8, 8, 2), (16, 8, 4), (8, 16, 4), (12, 12, 3), (4, 8, 8)])
+def test_orthonormalize_blocks_keeps_the_approximation(u, t, s):
+    gen = torch.Generator().manual_seed(u * 100 + t * 10 + s)
+    # a BTD with deliberately badly scaled factors
+    cores = torch.randn(t // s, s, s, 3, 3, generator=gen, dtype=torch.float64)
+    out_f = 50.0 * torch.randn(t // s, u, s, generator=gen, dtype=torch.float64)
+    in_f = 0.02 * torch.randn(t // s, t, s, generator=gen, dtype=torch.float64)
+    from grosslib.btd import BTDResult
+    raw = BTDResult(cores, out_f, in_f, [0.1], 0.2, True)
+    balanced = orthonormalize_blocks(raw)
+    assert torch.allclose(balanced.reconstruct(), raw.reconstruct(), rtol=1e-10, atol=1e-10)
+    eye = torch.eye(s, dtype=torch.float64)
+    gram_in = balanced.in_factors.transpose(1, 2) @ balanced.in_factors
+    assert torch.allclose(gram_in, eye.expand_as(gram_in), atol=1e-12)
+    gram_out = balanced.out_factors.transpose(1, 2) @ balanced.out_factors
+    rank = min(u, s)
+    assert torch.allclose(gram_out[:, :rank, :rank], torch.eye(rank, dtype=torch.float64).expand(
+        gram_out.shape[0], rank, rank), atol=1e-12)
+    assert balanced.errors == raw.errors and balanced.group_size == s
 
 
 def test_bottleneck_from_exact_btd_equals_original_conv():

@@ -19,6 +19,7 @@ from reference import (
 from torch import nn
 
 from grosslib import Bottleneck, GroSSConv2d, btd_series, default_group_sizes
+from grosslib.bottleneck import orthonormalize_blocks
 
 FAST = dict(tol=1e-8, max_iter=8)
 
@@ -69,7 +70,9 @@ def test_series_equals_each_btd_bottleneck(layer_case):
 def test_merged_weights_telescope_to_each_size(layer_case):
     conv, results, layer, x = layer_case
     sizes = list(layer.group_sizes)
-    weights = {s: bottleneck_weights_ref(results[s].cores, results[s].out_factors, results[s].in_factors)
+    # the layer stores each size's BTD with orthonormal block factors (same W_hat, balanced scale)
+    balanced = {s: orthonormalize_blocks(results[s]) for s in sizes}
+    weights = {s: bottleneck_weights_ref(balanced[s].cores, balanced[s].out_factors, balanced[s].in_factors)
                for s in sizes}
     for k, s in enumerate(sizes):
         for got, via_terms, direct in zip(layer.weights(s), series_weights_ref(
@@ -80,7 +83,8 @@ def test_merged_weights_telescope_to_each_size(layer_case):
 
 def test_terms_are_the_differences_of_eq_6_7(layer_case):
     conv, results, layer, x = layer_case
-    weights = {s: bottleneck_weights_ref(results[s].cores, results[s].out_factors, results[s].in_factors)
+    balanced = {s: orthonormalize_blocks(results[s]) for s in layer.group_sizes}
+    weights = {s: bottleneck_weights_ref(balanced[s].cores, balanced[s].out_factors, balanced[s].in_factors)
                for s in layer.group_sizes}
     terms = series_terms_ref(weights)
     assert len(layer.p_terms) == len(layer.r_terms) == len(layer.q_terms) == len(terms)

@@ -242,12 +242,12 @@ def test_checkpoint_of_another_run_is_rejected(fixed_net, papernet, data, tmp_pa
 @pytest.mark.parametrize("mode", ["end_to_end", "layerwise"])
 def test_reconstruction_loss_decreases_on_a_fixed_batch(mode, fixed_net, papernet, data, tmp_path):
     one_batch = dataclasses.replace(data, train=Split(data.train.images[:16], data.train.labels[:16]))
-    cfg = tiny("reconstruct_fixed", epochs=6, augment=False, max_batches=None, lr=1e-2)
+    cfg = tiny("reconstruct_fixed", epochs=6, augment=False, max_batches=None, lr=1e-2, max_grad_norm=None)
     result = reconstruct_responses(copy.deepcopy(fixed_net), papernet, one_batch, cfg, tmp_path, mode=mode,
                                    progress=False)
     losses = [h["train_loss"] for h in result.history]  # the loss on the same 16 images before each step
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
-    assert losses[-1] < 0.9 * losses[0]
+    assert losses[-1] < 0.95 * losses[0]
     with pytest.raises(ValueError, match="mode"):
         reconstruct_responses(copy.deepcopy(fixed_net), papernet, data, cfg, tmp_path / "x", mode="global")
 
