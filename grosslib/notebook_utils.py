@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import paths
-from .bottleneck import Bottleneck
+from .bottleneck import Bottleneck, orthonormalize_blocks
 from .btd import BTDResult, btd_series
 from .models import PaperNet, build_papernet
 from .psi import psi
@@ -379,7 +379,8 @@ def series_prefix_check(layer: GroSSConv2d, results: Mapping[int, BTDResult], *,
     rows = []
     with torch.no_grad():
         for k, s in enumerate(layer.group_sizes, start=1):
-            target = [w.to(ref) for w in results[s].bottleneck_weights()]
+            # the bottleneck of that BTD as grosslib.Bottleneck builds it (orthonormal block factors)
+            target = [w.to(ref) for w in orthonormalize_blocks(results[s]).bottleneck_weights()]
             merged = layer.weights(s)
             middle = layer.grouped_conv(F.conv2d(x, target[0]), target[1], s)
             expected = F.conv2d(middle, target[2], layer.bias)
