@@ -5,15 +5,33 @@ A conv weight ``W`` of shape ``(u, t, kh, kw)`` is approximated, for a group siz
 
     W ~ sum_r  G_r  x_out C_r  x_in B_r,   G_r: (s, s, kh, kw),  C_r: (u, s),  B_r: (t, s)
 
-The algorithm is block-coordinate higher-order orthogonal iteration: one *step* visits every block
-in turn and, on the residual left by the other blocks, replaces its output factor, its input factor
-and its core by their optimal values given the rest (one HOOI sweep of a rank-``(s, s)`` partial
-Tucker). Each of these sub-updates is an exact minimisation, so the error never grows. With one
-block (``s = t``) a step *is* a HOOI step, the algorithm of TensorLy's ``partial_tucker``.
+Several blocks (``method='als'``): one *step* is one sweep of alternating least squares over all
+blocks at once. The output factors ``C = [C_1 .. C_R]`` are replaced by their exact least-squares
+optimum given the rest, then the input factors ``B``, then the cores. Each factor update is followed
+by a block-wise QR (``C_r = Q_r T_r``, ``T_r`` absorbed by the core), which changes the
+representation but not the approximation, so that ``C_r^T C_r = B_r^T B_r = I``. The cores' normal
+equations then have identity diagonal blocks; they are solved exactly when small (``R s^2 <= 128``)
+or for two blocks (a Stein equation, in closed form). Otherwise each step improves the cores by a few
+conjugate-gradient iterations warm-started from the current ones (CG from a warm start minimises the
+error over a subspace containing it, so the error cannot grow) and the last step solves them exactly
+(``exact_cores=True``: every step does).
+
+Steps are accelerated by adaptive momentum (``accelerate=True``): the sweep starts from
+``X_k + beta (X_k - X_{k-1})`` and its result is kept only when it beats the current error by at
+least ``tol``; otherwise the plain sweep from ``X_k`` is computed too and the better result is kept.
+Every recorded error is the error of an ALS point and the sequence never increases; the stopping rule
+fires only when the best sweep from the current point decreases the error by less than ``tol``, as
+the plain ALS step from there would.
+
+One block (``s = t``, ``method='hooi'``): higher-order orthogonal iteration, the algorithm of
+TensorLy's ``partial_tucker``.
 
 Stopping rule (method.md): stop when the relative error ``||W - W_hat||_F / ||W||_F`` decreases by
 less than ``tol`` in one step, or after ``max_iter`` steps. Work is done in float64 on the pytorch
-backend of TensorLy.
+backend of TensorLy (unfoldings and mode products; the block-structured products are batched
+matmuls). The matrices involved are small (at most a few hundred rows), so by default the iterations
+run with one intra-op thread (``num_threads``): on a 2-core machine shared with other jobs, the
+caller's 2 threads made the same decompositions several times slower (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -155,8 +173,13 @@ def _leading_left_singular_vectors(matrix: torch.Tensor, rank: int) -> torch.Ten
 
 
 def _orthonormal_basis(matrix: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis with the same number of columns spanning (at least) ``matrix``'s columns."""
+    """Orthonormal basis with the same number of columns spanning (at least) ``matrix``'s columns.
+
+    With more columns than rows (a group size above the output channels) the basis is zero-padded.
+    """
     q, _ = torch.linalg.qr(matrix, mode="reduced")
+    if q.shape[1] < matrix.shape[1]:
+        q = torch.cat([q, q.new_zeros(q.shape[0], matrix.shape[1] - q.shape[1])], dim=1)
     return q
 
 
@@ -176,7 +199,8 @@ def _initialise(weight: torch.Tensor, group_size: int, init: str | BTDResult,
     n_blocks = t // group_size
     if isinstance(init, BTDResult):
         start = init.to(dtype=weight.dtype, device=weight.device)
-        if start.out_factors.shape[1] != u or start.in_factors.shape[1] != t or start.cores.shape[3:] != (kh, kw):
+        if (start.out_factors.shape[1] != u or start.in_factors.shape[1] != t
+                or start.cores.shape[3:] != (kh, kw)):
             raise ValueError("the BTDResult given as init does not match the weight's shape")
         if start.group_size > group_size:
             raise ValueError(f"cannot warm-start group size {group_size} from the larger {start.group_size}")
@@ -208,12 +232,247 @@ def _solve_least_squares(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """``gram^-1 rhs`` for a symmetric PSD ``gram``; a minimum-norm solution when it is singular."""
     factor, info = torch.linalg.cholesky_ex(gram)
     if int(info) == 0:
-        return torch.cholesky_solve(rhs, factor)
+        pivots = torch.diagonal(factor)
+        # a pivot ratio below 1e-6 (condition number above 1e12): numerically singular
+        if float(pivots.min()) > 1e-6 * float(pivots.max()):
+            return torch.cholesky_solve(rhs, factor)
     return torch.linalg.pinv(gram, hermitian=True) @ rhs
 
 
+def _canonical_qr(factors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched ``F_r = Q_r T_r`` with orthonormal ``Q_r`` and ``diag(T_r) >= 0``: a gauge continuous in F."""
+    q, tri = torch.linalg.qr(factors, mode="reduced")
+    sign = torch.where(torch.diagonal(tri, dim1=-2, dim2=-1) < 0, -1.0, 1.0).to(factors.dtype)
+    return q * sign[:, None, :], tri * sign[:, :, None]
+
+
+@dataclass
+class _State:
+    """One point of the ALS: factors (R, u, s), (R, t, s), core (R, s_out, k, s_in) and its error."""
+
+    out: torch.Tensor
+    inp: torch.Tensor
+    core: torch.Tensor
+    error: float
+
+
+class _ALS:
+    """Alternating least squares over all blocks at once, each block's factors kept orthonormal.
+
+    A sweep replaces the output factors ``C`` by their exact least-squares optimum given the cores and
+    the input factors, then the input factors ``B`` likewise, then the cores. After each factor update
+    the new factors are orthonormalised block by block (``C_r = Q_r T_r``, ``T_r`` absorbed by the core:
+    the same approximation, so the same error). In that gauge the normal equations of the cores,
+    ``sum_p (C_r^T C_p) X_p (B_p^T B_r) = C_r^T W B_r``, have identity diagonal blocks, which the core
+    solvers use: the exact joint solve (small systems), a closed form for two blocks (a Stein equation),
+    or warm-started conjugate gradients (each CG iteration minimises the error over a larger subspace
+    containing the warm start, so the error cannot grow).
+
+    Layouts: the core is held as (R, s_out, k, s_in) with k = kh*kw; the target is unfolded once as
+    ``(u, k*t)`` (columns (y, i)). The input-factor update reuses ``U = C^T W``, which the cores' right
+    hand side needs too, and builds its Gram matrix from ``C^T C`` and the cores (``R s``-sized
+    products instead of ``u k``-sized ones).
+    """
+
+    def __init__(self, target: torch.Tensor, n_blocks: int, group_size: int, kernel: tuple[int, ...],
+                 exact_cores: bool) -> None:
+        u, t, k = target.shape
+        self.u, self.t, self.k, self.n_blocks, self.s, self.kernel = u, t, k, n_blocks, group_size, kernel
+        self.exact = exact_cores
+        self.orthonormal_out = u >= group_size      # C_r (u x s) can have orthonormal columns
+        with pytorch_backend():
+            unfolded = tl.unfold(target.permute(0, 2, 1), OUT_MODE)     # (u, k*t), columns (y, i)
+        # [M; W]: M (t, k*t) is written on top before each output-factor update
+        self.out_stack = target.new_empty(t + u, k * t)
+        self.out_stack[t:] = unfolded
+        self.target_out = self.out_stack[t:]
+        self.norm_sq = float(torch.vdot(target.reshape(-1), target.reshape(-1)))
+
+    def state(self, start: BTDResult, error: float) -> _State:
+        n, s = self.n_blocks, self.s
+        core = start.cores.reshape(n, s, s, self.k).permute(0, 1, 3, 2).contiguous()
+        return _State(start.out_factors.clone(), start.in_factors.clone(), core, error)
+
+    def result(self, state: _State, errors: list[float], initial_error: float, converged: bool) -> BTDResult:
+        n, s = self.n_blocks, self.s
+        cores = state.core.permute(0, 1, 3, 2).reshape(n, s, s, *self.kernel).contiguous()
+        return BTDResult(cores, state.out.contiguous(), state.inp.contiguous(), errors, initial_error,
+                         converged)
+
+    # ------------------------------------------------------------------------------------------ sweep
+    def sweep(self, inp: torch.Tensor, core: torch.Tensor) -> _State:
+        """One ALS step from input factors and cores (the output factors are recomputed first)."""
+        n, s, k, u, t = self.n_blocks, self.s, self.k, self.u, self.t
+        # output factors: W_(out) ~ C M, M = blockdiag(G_y) B^T side by side over y
+        design = self.out_stack[:t]
+        torch.matmul(core.reshape(n, s * k, s), inp.transpose(1, 2), out=design.view(n, s * k, t))
+        products = design @ self.out_stack.T                      # [M M^T, M W^T]
+        out = _solve_least_squares(products[:, :t], products[:, t:]).reshape(n, s, u).transpose(1, 2)
+        if self.orthonormal_out:
+            out, tri = _canonical_qr(out)
+            core = torch.matmul(tri, core.reshape(n, s, k * s)).reshape(n, s, k, s)
+        else:
+            out = out.contiguous()
+        # input factors: W_(in)^T ~ F B^T with F = [C_r G_r]_r; with U = C^T W (also the cores' rhs):
+        # F^T W = [G_r^T U_r]_r and F^T F = [G_r^T (C_r^T C_p) G_p]_{r,p}
+        out_t = out.transpose(1, 2).reshape(t, u)
+        out_gram = out_t @ out_t.T
+        projected = out_t @ self.target_out                        # U: (t, k*t), rows (r, a), cols (y, i)
+        core_t = core.reshape(n, s * k, s).transpose(1, 2)          # (r, b, (a, y))
+        rhs_in = torch.matmul(core_t, projected.view(n, s * k, t)).reshape(t, t)
+        mixed = torch.matmul(out_gram.view(t, n, s).transpose(0, 1), core.reshape(n, s, k * s))
+        mixed = mixed.view(n, n, s, k, s).permute(1, 2, 3, 0, 4).reshape(n, s * k, t)  # (r, (a, y), (p, d))
+        gram_in = torch.matmul(core_t, mixed).reshape(t, t)
+        inp = _solve_least_squares(gram_in, rhs_in).reshape(n, s, t).transpose(1, 2)
+        inp, tri = _canonical_qr(inp)
+        core = torch.matmul(core.reshape(n, s * k, s), tri.transpose(1, 2)).reshape(n, s, k, s)
+        return self.fit_cores(out, inp, core, projected, out_gram)
+
+    @property
+    def iterative_cores(self) -> bool:
+        """Whether sweeps improve the cores by CG instead of solving for them exactly."""
+        n, s = self.n_blocks, self.s
+        return self.orthonormal_out and n > 2 and n * s * s > _DIRECT_LIMIT and not self.exact
+
+    def polish(self, state: _State) -> _State:
+        """The state's factors with their exactly optimal cores (no worse than the state)."""
+        out_t = state.out.transpose(1, 2).reshape(self.t, self.u)
+        return self.fit_cores(state.out, state.inp, state.core, out_t @ self.target_out, out_t @ out_t.T,
+                              exact=True)
+
+    def fit_cores(self, out: torch.Tensor, inp: torch.Tensor, core: torch.Tensor, projected: torch.Tensor,
+                  out_gram: torch.Tensor, exact: bool = False) -> _State:
+        """Cores for the given factors (``projected = C^T W``, ``out_gram = C^T C``), and the error."""
+        n, s, k, t = self.n_blocks, self.s, self.k, self.t
+        # normal equations sum_p (C_r^T C_p) X_p (B_p^T B_r) = C_r^T W B_r
+        rhs = torch.matmul(projected.view(n, s * k, t), inp).view(n, s, k, s)
+        in_all = inp.transpose(0, 1).reshape(t, t)
+        in_gram = in_all.T @ in_all
+        if exact:
+            core, applied = self.direct(rhs, out_gram, in_gram), None
+        else:
+            core, applied = self.solve_cores(core, rhs, out_gram, in_gram)
+        # ||W - W_hat||^2 = ||W||^2 - 2 <G, rhs> + <G, N(G)>
+        if applied is None:
+            applied = self.normal_apply(core, out_gram, in_gram)
+        flat = core.reshape(-1)
+        error_sq = self.norm_sq - 2.0 * float(torch.vdot(flat, rhs.reshape(-1))) + float(
+            torch.vdot(flat, applied.reshape(-1)))
+        if error_sq < 1e-4 * self.norm_sq:  # cancellation: measure small errors directly
+            error_sq = self.direct_error_sq(out, inp, core)
+        return _State(out, inp, core, max(error_sq, 0.0) ** 0.5 / self.norm_sq ** 0.5)
+
+    def direct_error_sq(self, out: torch.Tensor, inp: torch.Tensor, core: torch.Tensor) -> float:
+        n, s, k, u, t = self.n_blocks, self.s, self.k, self.u, self.t
+        design = torch.matmul(core.reshape(n, s * k, s), inp.transpose(1, 2)).reshape(t, k * t)
+        residual = torch.addmm(self.target_out, out.transpose(0, 1).reshape(u, t), design, alpha=-1.0)
+        return float(torch.vdot(residual.reshape(-1), residual.reshape(-1)))
+
+    # ------------------------------------------------------------------------------------ core solvers
+    def normal_apply(self, x: torch.Tensor, out_gram: torch.Tensor, in_gram: torch.Tensor) -> torch.Tensor:
+        """``N(X)_r = sum_p (C_r^T C_p) X_p (B_p^T B_r)`` for X in the (R, s, k, s) layout."""
+        n, s, k, t = self.n_blocks, self.s, self.k, self.t
+        right = torch.matmul(x.reshape(n, s * k, s), in_gram.view(n, s, t))   # (p, c, y, (r, b))
+        right = right.view(t, k, n, s).permute(2, 0, 1, 3).reshape(n, t, k * s)  # (r, (p, c), (y, b))
+        return torch.matmul(out_gram.view(n, s, t), right).view(n, s, k, s)
+
+    def solve_cores(self, core: torch.Tensor, rhs: torch.Tensor, out_gram: torch.Tensor,
+                    in_gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """New cores from the warm start ``core``, and ``N(cores)`` when it comes for free (else None)."""
+        n, s = self.n_blocks, self.s
+        if not self.orthonormal_out or n * s * s <= _DIRECT_LIMIT or (self.exact and n > 2):
+            return self.direct(rhs, out_gram, in_gram), None
+        if n == 1:
+            return rhs, rhs                 # orthonormal factors: the normal matrix is the identity
+        if n == 2:
+            return self.stein(rhs, out_gram, in_gram), None
+        return self.conjugate_gradient(core, rhs, out_gram, in_gram)
+
+    def direct(self, rhs: torch.Tensor, out_gram: torch.Tensor, in_gram: torch.Tensor) -> torch.Tensor:
+        """Exact joint solve of the (R s^2)-square normal equations (k right-hand sides)."""
+        n, s, k = self.n_blocks, self.s, self.k
+        size = n * s * s
+        out4, in4 = out_gram.reshape(n, s, n, s), in_gram.reshape(n, s, n, s)
+        normal = torch.einsum("rapc,pdrb->rabpcd", out4, in4).reshape(size, size)
+        solved = _solve_least_squares(normal, rhs.permute(0, 1, 3, 2).reshape(size, k))
+        return solved.reshape(n, s, s, k).permute(0, 1, 3, 2).contiguous()
+
+    def stein(self, rhs: torch.Tensor, out_gram: torch.Tensor, in_gram: torch.Tensor) -> torch.Tensor:
+        """Two orthonormal blocks: X_1 + A X_2 D = P_1, A^T X_1 D^T + X_2 = P_2 (A = C_1^T C_2,
+        D = B_2^T B_1) reduce to the Stein equation X_1 - (A A^T) X_1 (D^T D) = P_1 - A P_2 D, solved in
+        the eigenbases of A A^T and D^T D."""
+        s, k = self.s, self.k
+        cross_out, cross_in = out_gram[:s, s:], in_gram[s:, :s]
+
+        def sandwich(left: torch.Tensor, x: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+            return torch.matmul(torch.matmul(left, x.reshape(s, k * s)).view(s, k, s), right)
+
+        first, second = rhs[0], rhs[1]
+        folded = first - sandwich(cross_out, second, cross_in)
+        values_out, vectors_out = torch.linalg.eigh(cross_out @ cross_out.T)
+        values_in, vectors_in = torch.linalg.eigh(cross_in.T @ cross_in)
+        rotated = sandwich(vectors_out.T, folded, vectors_in)
+        denominator = 1.0 - values_out[:, None, None] * values_in
+        rotated = torch.where(denominator > 1e-13, rotated / denominator.clamp_min(1e-13), 0.0)
+        first = sandwich(vectors_out, rotated, vectors_in.T)
+        second = second - sandwich(cross_out.T, first, cross_in.T)
+        return torch.stack([first, second])
+
+    def conjugate_gradient(self, core: torch.Tensor, rhs: torch.Tensor, out_gram: torch.Tensor,
+                           in_gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A few CG iterations on the core normal equations from the warm start ``core``; also N(core)."""
+        residual = rhs - self.normal_apply(core, out_gram, in_gram)
+        rr = float(torch.vdot(residual.reshape(-1), residual.reshape(-1)))
+        direction = residual
+        floor = (1e-15 * self.norm_sq) ** 2
+        for _ in range(_CG_ITERATIONS):
+            if rr <= floor:
+                break
+            applied = self.normal_apply(direction, out_gram, in_gram)
+            curvature = float(torch.vdot(direction.reshape(-1), applied.reshape(-1)))
+            if curvature <= 0.0:
+                break
+            alpha = rr / curvature
+            core = core + alpha * direction
+            residual = residual - alpha * applied
+            rr_next = float(torch.vdot(residual.reshape(-1), residual.reshape(-1)))
+            direction = residual + (rr_next / rr) * direction
+            rr = rr_next
+        return core, rhs - residual
+
+
+class _Extrapolation:
+    """Adaptive momentum on (input factors, cores) between consecutive ALS points.
+
+    A sweep from ``Y = X_k + beta (X_k - X_{k-1})`` is accepted only if its error is below ``X_k``'s by at
+    least ``tol``; otherwise the plain sweep from ``X_k`` is also computed and the better of the two is
+    kept (so a step never does worse than plain ALS would from the same point, and the error never
+    grows). beta grows after a success and shrinks after a failure (Ang & Gillis, 2019).
+    """
+
+    def __init__(self) -> None:
+        self.beta, self.beta_max = _BETA_START, _BETA_CAP
+        self.accepted = self.rejected = 0       # sweeps from an extrapolated point kept / discarded
+
+    def step(self, als: _ALS, current: _State, previous: _State | None, tol: float) -> _State:
+        if previous is None:
+            return als.sweep(current.inp, current.core)
+        beta = self.beta
+        trial = als.sweep(current.inp + beta * (current.inp - previous.inp),
+                          current.core + beta * (current.core - previous.core))
+        if trial.error < current.error and current.error - trial.error >= tol:
+            self.accepted += 1
+            self.beta_max = min(_BETA_CAP, self.beta_max * _BETA_MAX_GROWTH)
+            self.beta = min(self.beta_max, beta * _BETA_GROWTH)
+            return trial
+        self.rejected += 1
+        self.beta_max, self.beta = beta, beta / _BETA_SHRINK
+        plain = als.sweep(current.inp, current.core)
+        return trial if trial.error < plain.error else plain
+
+
 class _Blocks:
-    """All blocks stacked: C (u, t), B (t, t), G (R, s, s, k) with k = kh*kw spatial positions."""
+    """The HOOI state: C (u, t), B (t, t) and the cores (R, s, s, k), k = kh*kw spatial positions."""
 
     def __init__(self, start: BTDResult) -> None:
         n_blocks, u, s = start.out_factors.shape
@@ -223,19 +482,6 @@ class _Blocks:
         self.out_all = start.out_factors.permute(1, 0, 2).reshape(u, t).clone()
         self.in_all = start.in_factors.permute(1, 0, 2).reshape(t, t).clone()
         self.cores = start.cores.reshape(n_blocks, s, s, -1).clone()
-        self.diag = torch.arange(n_blocks, device=self.cores.device)
-
-    def dense_core(self) -> torch.Tensor:
-        """The block-diagonal core as a dense (t, t, k) tensor."""
-        n_blocks, s, k = self.n_blocks, self.s, self.cores.shape[-1]
-        dense = self.cores.new_zeros(n_blocks, s, n_blocks, s, k)
-        dense[self.diag, :, self.diag] = self.cores
-        return dense.reshape(n_blocks * s, n_blocks * s, k)
-
-    def block_diagonal(self, dense: torch.Tensor) -> torch.Tensor:
-        """The diagonal blocks (R, s, s, k) of a dense (t, t, k) tensor."""
-        n_blocks, s = self.n_blocks, self.s
-        return dense.reshape(n_blocks, s, n_blocks, s, -1)[self.diag, :, self.diag]
 
     def result(self, errors: list[float], initial_error: float, converged: bool) -> BTDResult:
         u, t = self.out_all.shape
@@ -244,48 +490,6 @@ class _Blocks:
                          self.out_all.reshape(u, n_blocks, s).permute(1, 0, 2).contiguous(),
                          self.in_all.reshape(t, n_blocks, s).permute(1, 0, 2).contiguous(),
                          errors, initial_error, converged)
-
-
-def _als_step(target: torch.Tensor, blocks: _Blocks) -> torch.Tensor:
-    """One ALS step over all blocks at once: output factors, input factors, then cores.
-
-    Each update is the exact least-squares minimiser given the other two, so the error never
-    grows. ``target`` is (u, t, k); returns the new approximation (u, t, k).
-    """
-    u, t, k = target.shape
-    core = blocks.dense_core()
-    with pytorch_backend():
-        # output factors: target_(out) ~ C @ unfold_out(core x_in B)
-        design = tl.unfold(multi_mode_dot(core, [blocks.in_all], modes=[IN_MODE]), OUT_MODE)
-        blocks.out_all = _solve_least_squares(design @ design.T, design @ tl.unfold(target, OUT_MODE).T).T
-        # input factors: target_(in) ~ B @ unfold_in(core x_out C)
-        design = tl.unfold(multi_mode_dot(core, [blocks.out_all], modes=[OUT_MODE]), IN_MODE)
-        blocks.in_all = _solve_least_squares(design @ design.T, design @ tl.unfold(target, IN_MODE).T).T
-        projected = multi_mode_dot(target, [blocks.out_all, blocks.in_all], modes=[OUT_MODE, IN_MODE],
-                                   transpose=True)
-    out_gram, in_gram = blocks.out_all.T @ blocks.out_all, blocks.in_all.T @ blocks.in_all
-    rhs = blocks.block_diagonal(projected)                     # (R, s, s, k)
-    n_blocks, s = blocks.n_blocks, blocks.s
-    if n_blocks * s * s <= 1024:
-        # cores: the joint normal equations over every block, solved exactly
-        out4, in4 = out_gram.reshape(n_blocks, s, n_blocks, s), in_gram.reshape(n_blocks, s, n_blocks, s)
-        normal = torch.einsum("rapc,pdrb->rabpcd", out4, in4).reshape(n_blocks * s * s, -1)
-        blocks.cores = _solve_least_squares(normal, rhs.reshape(n_blocks * s * s, k)).reshape(rhs.shape)
-    else:
-        # few large blocks: exact update of each core in turn given the others (Gauss-Seidel)
-        for r in range(n_blocks):
-            rows = slice(r * s, (r + 1) * s)
-            others = torch.einsum("arc,rcdy,rdb->aby",
-                                  out_gram[rows].reshape(s, n_blocks, s), blocks.cores,
-                                  in_gram[:, rows].reshape(n_blocks, s, s))
-            own = torch.einsum("ac,cdy,db->aby", out_gram[rows, rows], blocks.cores[r], in_gram[rows, rows])
-            rest = rhs[r] - (others - own)
-            left = _solve_least_squares(out_gram[rows, rows], rest.permute(0, 2, 1).reshape(s, -1))
-            left = left.reshape(s, k, s).permute(0, 2, 1)      # (C_r^T C_r)^-1 rest
-            solved = _solve_least_squares(in_gram[rows, rows], left.permute(1, 0, 2).reshape(s, -1))
-            blocks.cores[r] = solved.reshape(s, s, k).permute(1, 0, 2)
-    with pytorch_backend():
-        return multi_mode_dot(blocks.dense_core(), [blocks.out_all, blocks.in_all], modes=[OUT_MODE, IN_MODE])
 
 
 def _hooi_step(target: torch.Tensor, blocks: _Blocks) -> torch.Tensor:
@@ -302,9 +506,30 @@ def _hooi_step(target: torch.Tensor, blocks: _Blocks) -> torch.Tensor:
         return multi_mode_dot(core, [out_basis, in_basis], modes=[OUT_MODE, IN_MODE])
 
 
+# Tuning of the ALS (measured on PaperNet's conv2..conv4, see benchmarks/bench_btd.py):
+_DIRECT_LIMIT = 128          # exact joint core solve when R * s^2 is at most this
+_CG_ITERATIONS = 3           # CG iterations per step for larger core systems (R > 2)
+_BETA_START, _BETA_GROWTH, _BETA_MAX_GROWTH, _BETA_SHRINK, _BETA_CAP = 0.5, 1.1, 1.1, 1.5, 3.0
+
+
+@contextlib.contextmanager
+def _intra_op_threads(count: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (None: leave it as it is)."""
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def btd(weight: torch.Tensor, group_size: int, *, tol: float = 1e-6, max_iter: int = 500_000,
         init: str | BTDResult = "svd", random_state: int | torch.Generator | None = None,
-        method: str = "auto", dtype: torch.dtype = torch.float64) -> BTDResult:
+        method: str = "auto", dtype: torch.dtype = torch.float64, accelerate: bool = True,
+        exact_cores: bool = False, num_threads: int | None = 1) -> BTDResult:
     """Block Term Decomposition of a conv weight for one group size.
 
     Parameters
@@ -330,6 +555,19 @@ def btd(weight: torch.Tensor, group_size: int, *, tol: float = 1e-6, max_iter: i
         TensorLy's ``partial_tucker``; 'auto': 'hooi' for one block, else 'als'.
     dtype : torch.dtype
         Working precision (float64 by default); the result is returned in this dtype.
+    accelerate : bool
+        ALS only: adaptive momentum between steps (see the module docstring). ``False`` gives plain
+        ALS, one sweep per step.
+    exact_cores : bool
+        ALS only: solve the cores' normal equations exactly at every step whatever their size
+        (``R s^2`` unknowns per kernel position; slow beyond a few hundred). By default they are
+        exact when ``R s^2 <= 128`` or ``R <= 2``; otherwise a few warm-started CG iterations improve
+        them in each step and the last step solves them exactly, so the returned cores are always
+        the least-squares optimum for the returned factors.
+    num_threads : int or None
+        Intra-op threads (``torch.set_num_threads``) while iterating, restored afterwards; None keeps
+        the caller's setting. The default 1 is fastest for conv-sized weights (process-wide setting:
+        other threads of the process see it during the call).
 
     Returns
     -------
@@ -339,35 +577,75 @@ def btd(weight: torch.Tensor, group_size: int, *, tol: float = 1e-6, max_iter: i
     check_group_size(weight.shape[1], group_size, "group size")
     if tol < 0 or max_iter < 0:
         raise ValueError(f"tol and max_iter must be non-negative, got tol={tol}, max_iter={max_iter}")
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     n_blocks = weight.shape[1] // group_size
     if method == "auto":
         method = "hooi" if n_blocks == 1 else "als"
     if method not in ("als", "hooi"):
         raise ValueError(f"method must be 'auto', 'als' or 'hooi', got {method!r}")
     if method == "hooi" and n_blocks != 1:
-        raise ValueError(f"method 'hooi' needs a single block (group size = {weight.shape[1]}), got {n_blocks}")
-    step = _hooi_step if method == "hooi" else _als_step
+        raise ValueError(f"method 'hooi' needs a single block (group size = {weight.shape[1]}), "
+                         f"got {n_blocks}")
     generator = random_state
     if not isinstance(random_state, torch.Generator):
         generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
-    target = weight.detach().to(dtype)
-    u, t = target.shape[:2]
-    flat_target = target.reshape(u, t, -1)
-    blocks = _Blocks(_initialise(target, group_size, init, generator))
-    norm = torch.linalg.vector_norm(flat_target)
-    approximation = blocks.result([], 0.0, False).reconstruct()
-    previous = initial_error = float(torch.linalg.vector_norm(target - approximation) / norm)
+    with _intra_op_threads(num_threads):
+        target = weight.detach().to(dtype)
+        u, t = target.shape[:2]
+        flat_target = target.reshape(u, t, -1)
+        start = _initialise(target, group_size, init, generator)
+        norm = torch.linalg.vector_norm(flat_target)
+        initial_error = float(torch.linalg.vector_norm(target - start.reconstruct()) / norm)
+        if method == "hooi":
+            return _run_hooi(flat_target, start, tol, max_iter, initial_error)
+        return _run_als(flat_target, start, tol, max_iter, initial_error, accelerate, exact_cores)
+
+
+def _run_hooi(target: torch.Tensor, start: BTDResult, tol: float, max_iter: int,
+              initial_error: float) -> BTDResult:
+    blocks = _Blocks(start)
+    norm = torch.linalg.vector_norm(target)
+    previous = initial_error
     errors: list[float] = []
     converged = False
     for _ in range(max_iter):
-        approximation = step(flat_target, blocks)
-        error = float(torch.linalg.vector_norm(flat_target - approximation) / norm)
+        approximation = _hooi_step(target, blocks)
+        error = float(torch.linalg.vector_norm(target - approximation) / norm)
         errors.append(error)
         if previous - error < tol:
             converged = True
             break
         previous = error
     return blocks.result(errors, initial_error, converged)
+
+
+def _run_als(target: torch.Tensor, start: BTDResult, tol: float, max_iter: int, initial_error: float,
+             accelerate: bool, exact_cores: bool) -> BTDResult:
+    als = _ALS(target, start.n_blocks, start.group_size, tuple(start.cores.shape[3:]), exact_cores)
+    current, previous = als.state(start, initial_error), None
+    momentum = _Extrapolation()
+    errors: list[float] = []
+    converged = False
+    for _ in range(max_iter):
+        if accelerate:
+            new = momentum.step(als, current, previous, tol)
+        else:
+            new = als.sweep(current.inp, current.core)
+        if not new.error <= current.error:  # rounding in a (near-)exact fit, or NaN: keep the better point
+            new = current
+        previous, current = current, new
+        errors.append(new.error)
+        if als.iterative_cores and (previous.error - new.error < tol or len(errors) == max_iter):
+            # the last step: solve the cores exactly (the stopping rule then judges the polished step)
+            polished = als.polish(new)
+            if polished.error <= new.error:
+                current = new = polished
+                errors[-1] = new.error
+        if previous.error - new.error < tol:
+            converged = True
+            break
+    return als.result(current, errors, initial_error, converged)
 
 
 def btd_series(weight: torch.Tensor, group_sizes: Sequence[int], **btd_options) -> dict[int, BTDResult]:
