@@ -202,3 +202,13 @@ def temperature_probs_ref(n: int, alpha: float) -> list[float]:
     weights = [math.exp(-alpha * i) for i in range(1, n + 1)]
     total = sum(weights)
     return [w / total for w in weights]
+
+
+def make_conv(u, t, kernel, stride, padding, dilation, bias, seed, dtype=torch.float64, padding_mode="zeros"):
+    conv = nn.Conv2d(t, u, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias,
+                     padding_mode=padding_mode, dtype=dtype)
+    with torch.no_grad():
+        conv.weight.copy_(randn(*conv.weight.shape, seed=seed))
+        if bias:
+            conv.bias.copy_(randn(u, seed=seed + 1))
+    return conv

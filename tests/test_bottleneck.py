@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import btd_reconstruct_ref, conv_like, randn, sequential_ref
+from reference import btd_reconstruct_ref, conv_like, make_conv, randn, sequential_ref
 from torch import nn
 
 from grosslib import Bottleneck, btd
@@ -29,16 +29,6 @@ GEOMETRIES = [
     (8, 16, 8, (1, 1), 1, 0, 1, True),
     (16, 16, 16, (3, 3), 1, 1, 1, True),
 ]
-
-
-def make_conv(u, t, kernel, stride, padding, dilation, bias, seed, dtype=torch.float64, padding_mode="zeros"):
-    conv = nn.Conv2d(t, u, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias,
-                     padding_mode=padding_mode, dtype=dtype)
-    with torch.no_grad():
-        conv.weight.copy_(randn(*conv.weight.shape, seed=seed))
-        if bias:
-            conv.bias.copy_(randn(u, seed=seed + 1))
-    return conv
 
 
 @pytest.mark.parametrize("u,t,s,kernel,stride,padding,dilation,bias", GEOMETRIES)

@@ -1,16 +1,16 @@
 """Tests for grosslib.search: exact shared-prefix evaluation, Pareto front and budgeted selection."""
 from __future__ import annotations
 
-import copy
 import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from gross_helpers import random_gross
 from torch import nn
 
 from grosslib import GroSSConv2d
@@ -29,27 +29,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def random_gross(net: nn.Module, names: Sequence[str] = ("conv2", "conv3", "conv4"), seed: int = 0,
-                 scale: float = 0.3) -> nn.Module:
-    """A copy of ``net`` with the named convs replaced by GroSS layers with random series terms.
-
-    Same structure as :func:`grosslib.models.decompose` without the (slow) BTD; exactness does not depend
-    on where the weights come from, and random terms make predictions differ between configurations.
-    """
-    net = copy.deepcopy(net)
-    generator = torch.Generator().manual_seed(seed)
-    for name in names:
-        conv = getattr(net, name)
-        sizes = [s for s in (1, 2, 4, 8, 16, 32, 64) if s <= conv.in_channels]
-        layer = GroSSConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, sizes,
-                            padding=conv.padding)
-        with torch.no_grad():
-            for p in layer.parameters():
-                p.normal_(0.0, scale, generator=generator)
-        setattr(net, name, layer)
-    return net
 
 
 def random_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

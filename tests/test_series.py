@@ -10,6 +10,7 @@ from reference import (
     bottleneck_weights_ref,
     conv_like,
     conv_macs_ref,
+    make_conv,
     psi_adjoint_loop,
     randn,
     sequential_ref,
@@ -33,16 +34,6 @@ LAYERS = [
     (16, 8, (2, 4), (5, 3), 1, (2, 1), (1, 2), True),
     (4, 4, (1,), (3, 3), 1, 1, 1, True),
 ]
-
-
-def make_conv(u, t, kernel, stride, padding, dilation, bias, seed, dtype=torch.float64, padding_mode="zeros"):
-    conv = nn.Conv2d(t, u, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias,
-                     padding_mode=padding_mode, dtype=dtype)
-    with torch.no_grad():
-        conv.weight.copy_(randn(*conv.weight.shape, seed=seed))
-        if bias:
-            conv.bias.copy_(randn(u, seed=seed + 1))
-    return conv
 
 
 @pytest.fixture(scope="module", params=range(len(LAYERS)), ids=lambda i: f"layer{i}")
