@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -24,15 +24,6 @@ from grosslib.macs import (
     mac_table,
 )
 from grosslib.models import build_papernet, search_space, set_config, uniform_config
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny forwards: extra OpenMP threads only add overhead (and noise on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def flop_counter_macs(model: nn.Module, input_shape: Sequence[int]) -> int:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -20,15 +19,6 @@ from grosslib.models import build_papernet, get_config, search_space, set_config
 from grosslib.search import evaluate_all, pareto_front, segment_network, select, select_top
 
 MEAN, STD = (0.45, 0.5, 0.55), (0.25, 0.2, 0.3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny batches: extra OpenMP threads only add overhead (and noise on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_images(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
