@@ -31,7 +31,7 @@ from .models import config_name
 Config = tuple[int, ...]
 
 #: Replicates (seeds) per preset: the paper trains every network 5 times; quick and tiny run once.
-PRESET_REPLICATES: dict[str, int] = {"tiny": 1, "quick": 1, "study": 1, "paper": 5}
+PRESET_REPLICATES: dict[str, int] = {"tiny": 1, "quick": 1, "study": 3, "paper": 5}
 
 #: The paper's fixed baselines (every decomposed layer at one group size, conv4 capped at 32 too).
 FIXED_GROUP_SIZES: tuple[int, ...] = (1, 4, 16, 32)
