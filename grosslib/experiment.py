@@ -49,6 +49,11 @@ Config = tuple[int, ...]
 FIXED_GROUP_SIZES: tuple[int, ...] = (1, 4, 16, 32)   # the paper's fixed baselines
 
 
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
 @dataclass
 class StageResult:
     """A trained network with the results of its reconstruction and fine-tuning stages."""
@@ -95,6 +100,7 @@ class Experiment:
             raise ValueError(f"unknown preset {self.preset!r}; valid: {', '.join(presets.PRESETS)}")
         self._data: DatasetSplits | None = None
         self._full: nn.Module | None = None
+        self._decomposed: nn.Module | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -131,6 +137,8 @@ class Experiment:
         result = train_full(net, self.data, self.config("full"), self.seed_dir / "full",
                             device=self.device, progress=self.progress)
         net.eval()
+        if self._full is not None and not _same_weights(self._full, net):
+            self._decomposed = None        # the full network changed (retrained): decompose it again
         self._full = net
         return net, result
 
@@ -141,7 +149,15 @@ class Experiment:
         return self._full
 
     def decomposed(self) -> nn.Module:
-        """The GroSS series of the full network straight after BTD (cached in ``decomposed.pt``)."""
+        """The GroSS series of the full network straight after BTD (cached in ``decomposed.pt``).
+
+        Each call returns a fresh copy (stages train it in place); the file is read or the BTD computed once.
+        """
+        if self._decomposed is None:
+            self._decomposed = self._load_or_decompose()
+        return copy.deepcopy(self._decomposed).to(self.torch_device)
+
+    def _load_or_decompose(self) -> nn.Module:
         path = self.seed_dir / "decomposed.pt"
         original = self._original()
         if path.exists():
@@ -152,13 +168,13 @@ class Experiment:
             except Exception as exc:  # noqa: BLE001 - any failure means the file can't be used
                 raise ValueError(f"{path}: not a decomposition of this network ({type(exc).__name__}: "
                                  f"{exc}); delete it to decompose again") from exc
-            return skeleton.to(self.torch_device)
+            return skeleton
         net = decompose(original.cpu(), **self.btd_options)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(net.state_dict(), tmp)
         tmp.replace(path)
-        return net.to(self.torch_device)
+        return net
 
     def btd_errors(self) -> pd.DataFrame:
         """Relative BTD error per (layer, group size) of the decomposition."""

@@ -12,6 +12,9 @@ NOTEBOOKS_DIR: Path = REPO_ROOT / "notebooks"
 FIGURES_DIR: Path = REPO_ROOT / "figures"
 RUNS_DIR: Path = REPO_ROOT / "runs"
 BENCHMARKS_DIR: Path = REPO_ROOT / "benchmarks"
+RESULTS_DIR: Path = REPO_ROOT / "results"
+#: The committed records of the Fashion-MNIST study (what notebook 06 reads by default).
+STUDY_RESULTS_DIR: Path = RESULTS_DIR / "fashion-mnist-study"
 FASHION_MNIST_DEBIAN_DIR: Path = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m grosslib.pipeline --preset quick|paper|tiny [--dataset digits|cifar10|fashion-mnist]
+    python -m grosslib.pipeline --preset quick|study|paper|tiny [--dataset digits|cifar10|fashion-mnist]
         [--device cpu|cuda|auto] [--seed 0] [--run-dir PATH] [--only 01,02] [--figures-dir DIR]
         [-p NAME=VALUE ...] [--force] [--kernel python3] [--log-output]
     python -m grosslib.pipeline --resume RUN_DIR [--only ...]      # finish an interrupted run
@@ -35,7 +35,7 @@ from typing import Any
 from . import paths
 from .notebook_utils import to_jsonable
 
-PRESETS: tuple[str, ...] = ("tiny", "quick", "paper")
+PRESETS: tuple[str, ...] = ("tiny", "quick", "study", "paper")
 DATASETS: tuple[str, ...] = ("digits", "cifar10", "fashion-mnist")
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 COMMON_PARAMETERS: tuple[str, ...] = ("preset", "dataset", "device", "seed", "run_dir", "figures_dir")

@@ -19,6 +19,11 @@ Command line::
 
     python -m grosslib.study run --run-dir runs/study [--seeds 3] [--jobs 3] [--dataset fashion-mnist]
     python -m grosslib.study collect --run-dir runs/study     # records.json from the cached stages
+    python -m grosslib.study report --run-dir runs/study [--publish]   # render notebook 06
+
+``report`` executes ``notebooks/06_reproduction_report.ipynb`` into the study directory; with
+``--publish`` it also copies ``records.json`` to ``results/fashion-mnist-study/`` and re-executes the
+committed notebook in place on it (figures to ``figures/``), which is how the committed report is made.
 """
 from __future__ import annotations
 
@@ -134,7 +139,8 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
     trained: dict[Config, Any] = {}
     for config in fixed.values():
         trained[config] = exp.fixed(config)
-    evaluations = exp.evaluate_configs(search_gross.net, f"gross_alpha{plan.search_alpha:g}", plan.search_split)
+    evaluations = exp.evaluate_configs(search_gross.net, f"gross_alpha{plan.search_alpha:g}",
+                                       plan.search_split)
     budgets = {s: fixed[s] for s in plan.budget_group_sizes}
     selections = analysis.select_under_budgets(evaluations, budgets, k=plan.top_k)
     ranked = ranking_configs(search_gross.net, plan.n_ranked, include=fixed.values())
@@ -255,7 +261,8 @@ def _run_in_processes(run_dir: Path, seeds: Sequence[int], jobs: int, threads: i
                 command = [sys.executable, "-m", "grosslib.study", "seed", "--run-dir", str(run_dir),
                            "--seed", str(seed), "--threads", str(threads)]
                 handle = open(log, "a")
-                running[seed] = (subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT), handle, log)
+                process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+                running[seed] = (process, handle, log)
             time.sleep(2.0)
             for seed, (process, handle, log) in list(running.items()):
                 if process.poll() is not None:
@@ -323,6 +330,9 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
         done = Path(exp.seed_dir) / SEED_DONE_FILE
         info = json.loads(done.read_text()) if done.is_file() else {}
         timing.append({"seed": exp.seed, "training seconds": info.get("training_seconds", math.nan),
+                       "call seconds": info.get("call_seconds", math.nan),
+                       "finished at": info.get("finished_at"),
+                       "configs trained alone": len(info.get("configs_trained_alone", [])),
                        "full test accuracy": exp.full_network()[1].test_accuracy})
     records["search"] = pd.concat(search, ignore_index=True)
     records["selections"] = pd.DataFrame(selections)
@@ -378,12 +388,68 @@ def read_records(path: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, A
         frame = pd.DataFrame(rows)
         for column in _TUPLE_COLUMNS:
             if column in frame:
-                frame[column] = frame[column].map(lambda c: parse_config(c) if isinstance(c, (str, list)) else None)
+                frame[column] = frame[column].map(
+                    lambda c: parse_config(c) if isinstance(c, (str, list)) else None)
         records[name] = frame
     return records, study
 
 
-RECORD_TABLES: tuple[str, ...] = ("table2", "deficits", "profiles", "search", "selections", "ranking", "seeds")
+RECORD_TABLES: tuple[str, ...] = ("table2", "deficits", "profiles", "search", "selections", "ranking",
+                                  "seeds")
+
+
+def load_or_collect(run_dir: str | Path, *, dataset: str, preset: str, seeds: Sequence[int],
+                    device: str | None = None, data_limit: int | None = None,
+                    overrides: dict[str, dict[str, Any]] | None = None,
+                    plan: StudyPlan = StudyPlan()) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The records of ``run_dir`` for the report, whatever kind of directory it is.
+
+    * a study directory (``study.json``): :func:`collect_records` (stages cached; missing ones run);
+    * a published study (only ``records.json``, e.g. ``results/fashion-mnist-study``): read it;
+    * anything else (e.g. a pipeline run of notebooks 01-05): adopted as a study with the given
+      dataset, preset, seeds and options, then collected (reusing every stage already trained there).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / STUDY_FILE).is_file():
+        if (run_dir / RECORDS_FILE).is_file():
+            return read_records(run_dir / RECORDS_FILE)
+        write_study_file(run_dir, dataset=dataset, preset=preset, seeds=seeds, plan=plan, device=device,
+                         data_limit=data_limit, overrides=overrides)
+    records = collect_records(run_dir, device=device)
+    return records, {**read_study_file(run_dir), "seeds": sorted({int(s) for s in records["seeds"]["seed"]})}
+
+
+REPORT_NOTEBOOK = "06_reproduction_report"
+
+
+def render_report(run_dir: str | Path, *, publish: bool = False, kernel_name: str = "python3") -> Path:
+    """Execute notebook 06 on a study directory into it; with ``publish``, also refresh the committed copy.
+
+    Returns the executed notebook (``<run_dir>/06_reproduction_report.ipynb``, or the committed
+    ``notebooks/06_reproduction_report.ipynb`` when publishing).
+    """
+    import shutil
+
+    from . import paths
+    from .pipeline import check_kernel, refresh_committed_notebooks, run_notebook
+
+    check_kernel(kernel_name)
+    run_dir = Path(run_dir).resolve()
+    study = read_study_file(run_dir)
+    collect_records(run_dir, device=study.get("device"))
+    if publish:
+        paths.STUDY_RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run_dir / RECORDS_FILE, paths.STUDY_RESULTS_DIR / RECORDS_FILE)
+        refresh_committed_notebooks(only="06", kernel_name=kernel_name)
+        return paths.NOTEBOOKS_DIR / f"{REPORT_NOTEBOOK}.ipynb"
+    parameters = {"run_dir": str(run_dir), "figures_dir": str(run_dir / "figures"),
+                  "dataset": study["dataset"],
+                  "preset": study["preset"], "device": study.get("device") or "cpu"}
+    record = run_notebook(paths.NOTEBOOKS_DIR / f"{REPORT_NOTEBOOK}.ipynb", run_dir, parameters,
+                          kernel_name=kernel_name)
+    if record["status"] != "ok":
+        raise RuntimeError(f"the report failed: {record['error']} (see {record['executed']})")
+    return Path(record["executed"])
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -403,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-collect", action="store_true")
     collect = sub.add_parser("collect", help="write records.json from a study directory")
     collect.add_argument("--run-dir", required=True)
+    report = sub.add_parser("report", help="render notebook 06 on a study directory")
+    report.add_argument("--run-dir", required=True)
+    report.add_argument("--publish", action="store_true",
+                        help="also copy records.json to results/ and re-execute the committed notebook 06")
     one = sub.add_parser("seed", help="train one seed of an existing study directory (used by --jobs)")
     one.add_argument("--run-dir", required=True)
     one.add_argument("--seed", type=int, required=True)
@@ -415,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "collect":
         collect_records(args.run_dir)
         print(f"records written to {Path(args.run_dir) / RECORDS_FILE}")
+        return 0
+    if args.command == "report":
+        print(f"report written to {render_report(args.run_dir, publish=args.publish)}")
         return 0
     if args.command == "seed":
         import torch

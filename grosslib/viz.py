@@ -111,9 +111,10 @@ def plot_sampling_distribution(table: pd.DataFrame) -> Figure:
 
 
 # ------------------------------------------------------------------------------------------ notebooks 03-05
-def _config_labels(ax: plt.Axes, xs: list[float], ys: list[float], labels: list[str], **kwargs) -> None:
+def _config_labels(ax: plt.Axes, xs: list[float], ys: list[float], labels: list[str], *,
+                   fontsize: str = "x-small", **kwargs) -> None:
     for x, y, label in zip(xs, ys, labels):
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small", **kwargs)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=fontsize, **kwargs)
 
 
 def plot_learning_curves(curves: pd.DataFrame, *, title: str | None = None) -> Figure:
@@ -307,5 +308,68 @@ def plot_table3(table: pd.DataFrame) -> Figure:
                plt.Line2D([], [], marker="o", ls="", mfc="none", mec="black",
                           label="GroSS network (validation)")]
     axes[0, -1].legend(handles=handles, fontsize="x-small", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_study_table3(table: pd.DataFrame, *, dataset: str = "this study") -> Figure:
+    """Table 3 over seeds beside the paper's: gain of each search rank over its fixed budget (pp).
+
+    ``table`` is :func:`grosslib.report.table3`' output. Bars: mean delta over seeds (error bars: std over
+    seeds) and the paper's CIFAR-10 delta, per budget and rank; labels name the configurations.
+    """
+    picks = table[table["role"] != "fixed"].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.6, 3.9))
+    palette = sns.color_palette("colorblind")
+    xs = np.arange(len(picks))
+    errors = picks["delta std (pp)"].where(picks["delta std (pp)"].notna(), 0.0)
+    ax.bar(xs - 0.2, picks["delta wrt fixed (pp)"], 0.4, yerr=errors, capsize=3, color=palette[0],
+           label=f"{dataset} (mean ± std over seeds)")
+    ax.bar(xs + 0.2, picks["paper delta (pp)"].astype(float), 0.4, color=palette[1], label="paper, CIFAR-10")
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"fixed-{r['budget']} {r['role']}\n{str(r['configuration']).replace(' / ', chr(10))}"
+                        f"\npaper: {r['paper configuration']}" for _, r in picks.iterrows()],
+                       fontsize="x-small")
+    ax.set_ylabel("trained on its own − fixed (pp)")
+    ax.set_title("searched configurations vs the fixed baseline of their budget")
+    ax.legend(fontsize="x-small", loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ranking(table: pd.DataFrame, taus: pd.DataFrame) -> Figure:
+    """GroSS's accuracy of each ranked configuration against the same configuration trained on its own.
+
+    ``table``: :func:`grosslib.report.ranking_table` (means over seeds); ``taus``:
+    :func:`grosslib.report.ranking_taus`. Left: accuracies (colour: MACs), with the diagonal; right:
+    the two rankings (1 = most accurate), Kendall's tau in the titles.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.3))
+    ax = axes[0]
+    points = ax.scatter(table["own (%)"], table["GroSS (%)"], c=table["MACs (M)"], cmap="viridis", s=40,
+                        edgecolor="black", lw=0.4, zorder=3)
+    fig.colorbar(points, ax=ax, label="MACs (millions)")
+    lo = float(min(table["own (%)"].min(), table["GroSS (%)"].min())) - 0.2
+    hi = float(max(table["own (%)"].max(), table["GroSS (%)"].max())) + 0.2
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="GroSS = trained on its own")
+    labels = list(table.index)
+    _config_labels(ax, list(table["own (%)"]), list(table["GroSS (%)"]), labels, fontsize="xx-small")
+    ax.set_xlabel("trained on its own: test accuracy (%)")
+    ax.set_ylabel("GroSS (α = 4): test accuracy (%)")
+    tau_mean = float(taus.loc["mean over seeds", "tau"])
+    ax.set_title(f"{len(table)} configurations, means over seeds (τ = {tau_mean:.2f})")
+    ax.legend(fontsize="x-small", loc="upper left")
+    ax = axes[1]
+    ax.plot(table["own rank"], table["GroSS rank"], "o", color=sns.color_palette("colorblind")[0])
+    _config_labels(ax, list(table["own rank"]), list(table["GroSS rank"]), labels, fontsize="xx-small")
+    n = len(table)
+    ax.plot([1, n], [1, n], color="grey", lw=0.8, ls="--")
+    ax.set_xlim(n + 0.8, 0.2)
+    ax.set_ylim(n + 0.8, 0.2)
+    ax.set_xlabel("rank trained on its own (1 = best)")
+    ax.set_ylabel("rank by GroSS")
+    per_seed = [f"{float(t):.2f}" for s, t in taus["tau"].items() if s != "mean over seeds"]
+    ax.set_title(f"Kendall's τ per seed: {', '.join(per_seed)}")
     fig.tight_layout()
     return fig

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+import gzip
+import struct
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,3 +34,28 @@ def random_gross(net: nn.Module, names: Sequence[str] = ("conv2", "conv3", "conv
                 p.normal_(0.0, scale, generator=generator)
         setattr(net, name, layer)
     return net
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
+
+
+def write_fashion_idx(
+    folder: Path, *, gz: bool = True, n_train: int = 12, n_test: int = 6
+) -> dict[str, np.ndarray]:
+    """Write the four Fashion-MNIST IDX files (random pixels 1..255, labels 0..9); return the arrays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(1, 256, size=(n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, size=n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(1, 256, size=(n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, size=n_test, dtype=np.uint8),
+    }
+    for stem, arr in arrays.items():
+        raw = idx_bytes(arr, 2051 if arr.ndim == 3 else 2049)
+        if gz:
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(raw))
+        else:
+            (folder / stem).write_bytes(raw)
+    return arrays

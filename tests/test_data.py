@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import struct
 from collections import Counter
 from pathlib import Path
 from urllib.error import URLError
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.datasets.cifar
 import torchvision.datasets.mnist
+from gross_helpers import idx_bytes, write_fashion_idx
 
 import grosslib.data as data
 from grosslib.data import (
@@ -233,31 +233,6 @@ def test_split_validation_and_to(digits: DatasetSplits) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    return struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
-
-
-def _write_fashion(
-    folder: Path, *, gz: bool = True, n_train: int = 12, n_test: int = 6
-) -> dict[str, np.ndarray]:
-    """Write the four IDX files; return the arrays written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(1, 256, size=(n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, size=n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(1, 256, size=(n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, size=n_test, dtype=np.uint8),
-    }
-    for stem, arr in arrays.items():
-        raw = _idx_bytes(arr, 2051 if arr.ndim == 3 else 2049)
-        if gz:
-            (folder / f"{stem}.gz").write_bytes(gzip.compress(raw))
-        else:
-            (folder / stem).write_bytes(raw)
-    return arrays
-
-
 @pytest.fixture
 def no_debian(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide the Debian-installed files and make downloads fail."""
@@ -266,7 +241,7 @@ def no_debian(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_fashion_mnist_tiny_files_load(tmp_path: Path, no_debian: None) -> None:
-    arrays = _write_fashion(tmp_path / "fm")
+    arrays = write_fashion_idx(tmp_path / "fm")
     ds = load_dataset("fashion-mnist", root=tmp_path / "fm", verify=False)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (10, 2, 6)
     assert ds.test.images.shape == (6, 1, 32, 32) and ds.test.images.dtype == torch.uint8
@@ -295,13 +270,13 @@ def test_fashion_mnist_tiny_files_load(tmp_path: Path, no_debian: None) -> None:
 
 
 def test_fashion_mnist_torchvision_layout_raw_files(tmp_path: Path, no_debian: None) -> None:
-    _write_fashion(tmp_path / "FashionMNIST" / "raw", gz=False)
+    write_fashion_idx(tmp_path / "FashionMNIST" / "raw", gz=False)
     ds = load_dataset("fashion-mnist", root=tmp_path, verify=False, download=False)
     assert len(ds.test) == 6 and ds.info["source"] == str(tmp_path / "FashionMNIST" / "raw")
 
 
 def test_fashion_mnist_truncated_file(tmp_path: Path, no_debian: None) -> None:
-    _write_fashion(tmp_path)
+    write_fashion_idx(tmp_path)
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-5]))
     with pytest.raises(ValueError, match="truncated") as err:
@@ -310,7 +285,7 @@ def test_fashion_mnist_truncated_file(tmp_path: Path, no_debian: None) -> None:
 
 
 def test_fashion_mnist_truncated_gzip_stream(tmp_path: Path) -> None:
-    _write_fashion(tmp_path)
+    write_fashion_idx(tmp_path)
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-12])
     with pytest.raises(ValueError) as err:
@@ -319,17 +294,17 @@ def test_fashion_mnist_truncated_gzip_stream(tmp_path: Path) -> None:
 
 
 def test_fashion_mnist_wrong_magic(tmp_path: Path, no_debian: None) -> None:
-    _write_fashion(tmp_path)
+    write_fashion_idx(tmp_path)
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     labels = np.zeros(12, dtype=np.uint8)
-    path.write_bytes(gzip.compress(_idx_bytes(labels, 2051)))  # an "images" magic on a labels file
+    path.write_bytes(gzip.compress(idx_bytes(labels, 2051)))  # an "images" magic on a labels file
     with pytest.raises(ValueError, match="magic") as err:
         load_dataset("fashion-mnist", root=tmp_path, verify=False)
     assert str(path) in str(err.value)
 
 
 def test_fashion_mnist_wrong_checksum(tmp_path: Path, no_debian: None) -> None:
-    _write_fashion(tmp_path)
+    write_fashion_idx(tmp_path)
     with pytest.raises(ValueError, match="MD5") as err:
         load_dataset("fashion-mnist", root=tmp_path, verify=True)
     assert str(tmp_path / "train-images-idx3-ubyte.gz") in str(err.value)

@@ -125,6 +125,22 @@ def check_05(record: dict[str, Any]) -> None:
     assert set(m["delta_wrt_fixed_pp"]) == {p["name"] for p in picks}
 
 
+def check_06(record: dict[str, Any]) -> None:
+    """Notebook 06: a pipeline run adopted as a one-seed study; every table and a verdict per claim."""
+    m = record["metrics"]
+    assert m["seeds"] == [0] and m["preset"] == "tiny" and m["dataset"] == "digits"
+    assert [row["network"] for row in m["table2"]] == ["full", "fixed 32", "fixed 16", "fixed 4", "fixed 1"]
+    assert len(m["deficits"]) == 3 * 4 and len(m["ranking"]) == 12
+    assert [row["role"] for row in m["table3"]] == ["fixed", "search #1", "search #2"] * 2
+    assert [row["budget"] for row in m["table3"]] == [16] * 3 + [4] * 3
+    assert set(m["kendall_tau"]) == {"0", "mean over seeds"}
+    assert all(-1.0 <= t <= 1.0 for t in m["kendall_tau"].values() if t == t)   # NaN when constant
+    assert set(m["verdicts"]) == {"claim1", "claim2", "claim3", "claim4"}
+    assert set(m["verdicts"].values()) <= {"holds here", "does not hold here"}
+    assert [row["claim"][:3] for row in m["claims"]] == ["(1)", "(2)", "(3)", "(4)"]
+    assert m["schedule"]["full"]["epochs"] == 1 and m["schedule_note"] == ""
+
+
 @dataclass(frozen=True)
 class NotebookCase:
     """One notebook run: its stem, parameters (on top of ``TINY``), metrics check and figures."""
@@ -145,6 +161,9 @@ CASES: list[NotebookCase] = [
                  ("04_deficit_fixed_configs.png", "04_accuracy_all_configs.png"), {"data_limit": 64}),
     NotebookCase("05_exhaustive_search", check_05, ("05_accuracy_vs_macs.png", "05_table3.png"),
                  {"data_limit": 64}),
+    NotebookCase("06_reproduction_report", check_06,
+                 ("06_table2.png", "06_figure1_left.png", "06_figure1_right.png", "06_table3.png",
+                  "06_ranking.png"), {"data_limit": 64}),
 ]
 #: Notebooks whose committed copies must carry outputs (nbval compares against them).
 COMMITTED_WITH_OUTPUTS = ("01_btd_bottleneck_equivalence", "02_gross_series_and_psi")
