@@ -400,18 +400,19 @@ RECORD_TABLES: tuple[str, ...] = ("table2", "deficits", "profiles", "search", "s
 
 def load_or_collect(run_dir: str | Path, *, dataset: str, preset: str, seeds: Sequence[int],
                     device: str | None = None, data_limit: int | None = None,
-                    overrides: dict[str, dict[str, Any]] | None = None,
-                    plan: StudyPlan = StudyPlan()) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+                    overrides: dict[str, dict[str, Any]] | None = None, plan: StudyPlan = StudyPlan(),
+                    adopt: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The records of ``run_dir`` for the report, whatever kind of directory it is.
 
     * a study directory (``study.json``): :func:`collect_records` (stages cached; missing ones run);
     * a published study (only ``records.json``, e.g. ``results/fashion-mnist-study``): read it;
     * anything else (e.g. a pipeline run of notebooks 01-05): adopted as a study with the given
-      dataset, preset, seeds and options, then collected (reusing every stage already trained there).
+      dataset, preset, seeds and options, then collected (reusing every stage already trained there);
+      with ``adopt=False`` a ``FileNotFoundError`` instead.
     """
     run_dir = Path(run_dir)
     if not (run_dir / STUDY_FILE).is_file():
-        if (run_dir / RECORDS_FILE).is_file():
+        if (run_dir / RECORDS_FILE).is_file() or not adopt:
             return read_records(run_dir / RECORDS_FILE)
         write_study_file(run_dir, dataset=dataset, preset=preset, seeds=seeds, plan=plan, device=device,
                          data_limit=data_limit, overrides=overrides)

@@ -118,6 +118,9 @@ def test_published_records_are_read_without_training(tmp_path: Path) -> None:
     records, settings = study.load_or_collect(tmp_path, dataset="digits", preset="tiny", seeds=[0])
     assert settings["dataset"] == "fashion-mnist" and set(records) == set(study.RECORD_TABLES)
     assert not (tmp_path / study.STUDY_FILE).exists()
+    with pytest.raises(FileNotFoundError, match="records.json not found"):
+        study.load_or_collect(tmp_path / "empty", dataset="digits", preset="tiny", seeds=[0], adopt=False)
+    assert not (tmp_path / "empty").exists()
 
 
 # --------------------------------------------------------------------------------------------- end to end
