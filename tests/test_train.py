@@ -332,7 +332,7 @@ def test_finetune_sampling_follows_alpha(alpha, repeats, gross_net, data, tmp_pa
 
 
 def test_presets():
-    assert set(PRESETS) == {"paper", "quick", "tiny"}
+    assert set(PRESETS) == {"paper", "quick", "study", "tiny"}
     for preset in PRESETS.values():
         assert set(preset) == set(STAGES)
         assert all(cfg.notes for cfg in preset.values())
@@ -354,6 +354,11 @@ def test_presets():
         TrainConfig(epochs=3, lr=0.1, milestones=(2, 1))
     cfg = get_preset("quick", "full")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    study = PRESETS["study"]          # the paper's 3:2 GroSS:fixed fine-tuning epochs, equal reconstruction
+    assert (study["finetune_gross"].epochs, study["finetune_fixed"].epochs) == (3, 2)
+    assert study["reconstruct_gross"].epochs == study["reconstruct_fixed"].epochs
+    assert study["reconstruct_gross"].lr == study["reconstruct_fixed"].lr
+    assert all(c.batch_size == 128 for c in study.values()) and study["full"].max_grad_norm is None
 
 
 def test_resolve_device():
