@@ -36,6 +36,59 @@ PAPER_EVIDENCE: dict[int, str] = {
 
 HOLDS, FAILS = "holds here", "does not hold here"
 
+#: A network trained on its own that ends below this fraction of its seed's full-network test accuracy
+#: counts as a failed run (e.g. its ReLUs died and it predicts one class), not as a data point.
+FAILED_RUN_FRACTION = 0.5
+
+
+# --------------------------------------------------------------------------------------------- failed runs
+def failed_runs(records: Mapping[str, pd.DataFrame], fraction: float = FAILED_RUN_FRACTION) -> pd.DataFrame:
+    """Every (seed, configuration) trained on its own that ended below ``fraction`` x the seed's full network.
+
+    Read from the Table 2 records (fixed baselines), the selections (picks) and the ranking records.
+    Columns: seed, name, accuracy (%), full (%).
+    """
+    table2 = records["table2"]
+    full = {int(r["seed"]): float(r["accuracy"]) for _, r in table2[table2["network"] == "full"].iterrows()}
+    rows = [(r["seed"], "-".join(map(str, r["config"])), r["accuracy"])
+            for _, r in table2[table2["network"] != "full"].iterrows()]
+    rows += [(r["seed"], r["name"], r["own accuracy"]) for _, r in records["selections"].iterrows()]
+    rows += [(r["seed"], r["name"], r["own accuracy"]) for _, r in records["ranking"].iterrows()]
+    frame = pd.DataFrame(rows, columns=["seed", "name", "accuracy"]).drop_duplicates(["seed", "name"])
+    frame["full"] = frame["seed"].map(lambda s: full.get(int(s), math.nan))
+    frame = frame[frame["accuracy"] < fraction * frame["full"]].sort_values(["seed", "name"])
+    return pd.DataFrame({"seed": frame["seed"].astype(int), "name": frame["name"],
+                         "accuracy (%)": 100.0 * frame["accuracy"], "full (%)": 100.0 * frame["full"]}
+                        ).reset_index(drop=True)
+
+
+def drop_failed_runs(records: Mapping[str, pd.DataFrame],
+                     fraction: float = FAILED_RUN_FRACTION) -> dict[str, pd.DataFrame]:
+    """``records`` without the rows that use a failed run (:func:`failed_runs`) as a trained-alone value.
+
+    Table 2 and ranking rows of a failed (seed, configuration) go; deficit rows of a failed fixed
+    baseline go; selection rows go when the pick or its budget's fixed baseline failed. GroSS-only
+    tables (profiles, search) are kept whole.
+    """
+    listed = failed_runs(records, fraction)
+    failed = {(int(s), n) for s, n in zip(listed["seed"], listed["name"])}
+    out = dict(records)
+
+    def keep(frame: pd.DataFrame, *name_columns: str) -> pd.DataFrame:
+        mask = pd.Series(True, index=frame.index)
+        for column in name_columns:
+            mask &= np.array([(int(s), n) not in failed for s, n in zip(frame["seed"], frame[column])],
+                             dtype=bool)
+        return frame[mask].reset_index(drop=True)
+
+    table2 = records["table2"].assign(_name=[
+        "full" if c is None else "-".join(map(str, c)) for c in records["table2"]["config"]])
+    out["table2"] = keep(table2, "_name").drop(columns="_name")
+    out["deficits"] = keep(records["deficits"], "name")
+    out["selections"] = keep(records["selections"], "name", "budget name")
+    out["ranking"] = keep(records["ranking"], "name")
+    return out
+
 
 # --------------------------------------------------------------------------------------------- ranking
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:

@@ -139,6 +139,7 @@ def check_06(record: dict[str, Any]) -> None:
     assert set(m["verdicts"].values()) <= {"holds here", "does not hold here"}
     assert [row["claim"][:3] for row in m["claims"]] == ["(1)", "(2)", "(3)", "(4)"]
     assert m["schedule"]["full"]["epochs"] == 1 and m["schedule_note"] == ""
+    assert all(row["accuracy (%)"] < 0.5 * row["full (%)"] for row in m["failed_runs"])
 
 
 @dataclass(frozen=True)

@@ -333,3 +333,29 @@ def test_claims_table() -> None:
     assert table["verdict"].tolist() == [report.HOLDS, report.HOLDS, report.HOLDS, report.FAILS]
     assert table["paper (CIFAR-10)"].tolist() == [report.PAPER_EVIDENCE[k] for k in (1, 2, 3, 4)]
     assert table["here"].iloc[0].startswith("full 85.00")
+
+
+# --------------------------------------------------------------------------------------------- failed runs
+def test_failed_runs_are_listed_and_dropped() -> None:
+    """A fixed baseline at chance in one seed leaves Table 2, deficits, selections and ranking (that seed)."""
+    own = {**GROWING, "fixed 4": (0.10, 0.83)}                       # seed 0's fixed 4 collapsed
+    deficits = deficit_records(GOOD_PROFILE)
+    ranking = pd.DataFrame([{"seed": s, "name": n, "macs": m, "gross accuracy": 0.8, "own accuracy": a}
+                            for s, n, m, a in [(0, "4-4-4", 1, 0.10), (1, "4-4-4", 1, 0.83),
+                                               (0, "2-2-2", 2, 0.45), (1, "2-2-2", 2, 0.81)]])
+    records = {"table2": table2_records(own), "deficits": deficits, "selections": selection_records(),
+               "ranking": ranking}
+    failed = report.failed_runs(records)                              # below half of seed 0's full 84%
+    assert failed[["seed", "name"]].values.tolist() == [[0, "2-2-2"], [0, "4-4-4"]]
+    assert failed["accuracy (%)"].tolist() == pytest.approx([45.0, 10.0])
+    assert failed["full (%)"].tolist() == pytest.approx([84.0, 84.0])
+    kept = report.drop_failed_runs(records)
+    assert len(kept["table2"]) == len(records["table2"]) - 1
+    assert not ((kept["table2"]["seed"] == 0) & (kept["table2"]["network"] == "fixed 4")).any()
+    assert len(kept["deficits"]) == len(deficits) - 3                 # seed 0, 4-4-4, three alphas
+    assert set(zip(kept["ranking"]["seed"], kept["ranking"]["name"])) == {(1, "4-4-4"), (1, "2-2-2")}
+    dropped = records["selections"][(records["selections"]["seed"] == 0)
+                                    & (records["selections"]["budget name"] == "4-4-4")]
+    assert len(kept["selections"]) == len(records["selections"]) - len(dropped) and len(dropped) == 2
+    assert report.table2(kept["table2"]).loc["fixed 4", "runs"] == 1
+    assert report.drop_failed_runs(records, fraction=0.1)["ranking"].equals(ranking)   # 10% > 8.4%
