@@ -139,7 +139,7 @@ def check_06(record: dict[str, Any]) -> None:
     assert set(m["verdicts"].values()) <= {"holds here", "does not hold here"}
     assert [row["claim"][:3] for row in m["claims"]] == ["(1)", "(2)", "(3)", "(4)"]
     assert m["schedule"]["full"]["epochs"] == 1 and m["schedule_note"] == ""
-    assert all(row["accuracy (%)"] < 0.5 * row["full (%)"] for row in m["failed_runs"])
+    assert m["failed_runs"] == [] and record["parameters"]["failed_run_fraction"] == 0.0   # tiny: keep all
 
 
 @dataclass(frozen=True)
@@ -164,10 +164,10 @@ CASES: list[NotebookCase] = [
                  {"data_limit": 64}),
     NotebookCase("06_reproduction_report", check_06,
                  ("06_table2.png", "06_figure1_left.png", "06_figure1_right.png", "06_table3.png",
-                  "06_ranking.png"), {"data_limit": 64}),
+                  "06_ranking.png"), {"data_limit": 64, "failed_run_fraction": 0.0}),
 ]
 #: Notebooks whose committed copies must carry outputs (nbval compares against them).
-COMMITTED_WITH_OUTPUTS = ("01_btd_bottleneck_equivalence", "02_gross_series_and_psi")
+COMMITTED_WITH_OUTPUTS = ("01_btd_bottleneck_equivalence", "02_gross_series_and_psi", "06_reproduction_report")
 
 
 @pytest.fixture(scope="module")
