@@ -167,7 +167,8 @@ CASES: list[NotebookCase] = [
                   "06_ranking.png"), {"data_limit": 64, "failed_run_fraction": 0.0}),
 ]
 #: Notebooks whose committed copies must carry outputs (nbval compares against them).
-COMMITTED_WITH_OUTPUTS = ("01_btd_bottleneck_equivalence", "02_gross_series_and_psi", "06_reproduction_report")
+COMMITTED_WITH_OUTPUTS = ("01_btd_bottleneck_equivalence", "02_gross_series_and_psi",
+                         "06_reproduction_report")
 
 
 @pytest.fixture(scope="module")
