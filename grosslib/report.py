@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from . import analysis
+from .models import config_name
+from .study import parse_config
 
 #: The paper's four claims, as checked here (wording ours).
 CLAIMS: dict[int, str] = {
@@ -50,7 +52,7 @@ def failed_runs(records: Mapping[str, pd.DataFrame], fraction: float = FAILED_RU
     """
     table2 = records["table2"]
     full = {int(r["seed"]): float(r["accuracy"]) for _, r in table2[table2["network"] == "full"].iterrows()}
-    rows = [(r["seed"], "-".join(map(str, r["config"])), r["accuracy"])
+    rows = [(r["seed"], config_name(r["config"]), r["accuracy"])
             for _, r in table2[table2["network"] != "full"].iterrows()]
     rows += [(r["seed"], r["name"], r["own accuracy"]) for _, r in records["selections"].iterrows()]
     rows += [(r["seed"], r["name"], r["own accuracy"]) for _, r in records["ranking"].iterrows()]
@@ -82,7 +84,7 @@ def drop_failed_runs(records: Mapping[str, pd.DataFrame],
         return frame[mask].reset_index(drop=True)
 
     table2 = records["table2"].assign(_name=[
-        "full" if c is None else "-".join(map(str, c)) for c in records["table2"]["config"]])
+        "full" if c is None else config_name(c) for c in records["table2"]["config"]])
     out["table2"] = keep(table2, "_name").drop(columns="_name")
     out["deficits"] = keep(records["deficits"], "name")
     out["selections"] = keep(records["selections"], "name", "budget name")
@@ -180,7 +182,7 @@ def table3(selections: pd.DataFrame) -> pd.DataFrame:
             names = list(picks["name"])
             deltas = 100.0 * (picks["own accuracy"].to_numpy() - picks["budget own accuracy"].to_numpy())
             own = analysis.summarise(picks["own accuracy"])
-            ascending = sum(analysis.is_ascending(_parse(name)) for name in names)
+            ascending = sum(analysis.is_ascending(parse_config(name)) for name in names)
             paper_pick = paper[(paper["budget"] == budget) & (paper["role"] == f"search #{rank}")]
             rows.append({
                 "budget": int(budget), "role": f"search #{rank}",
@@ -205,12 +207,8 @@ def _first(frame: pd.DataFrame, column: str) -> Any:
     return math.nan if value is None or (not isinstance(value, str) and pd.isna(value)) else value
 
 
-def _parse(name: str) -> tuple[int, ...]:
-    return tuple(int(s) for s in str(name).split("-"))
-
-
 def _ascending_share(names: pd.Series) -> float:
-    return float(names.map(lambda n: analysis.is_ascending(_parse(n))).mean())
+    return float(names.map(lambda n: analysis.is_ascending(parse_config(n))).mean())
 
 
 def ascending_preference(search: pd.DataFrame, selections: pd.DataFrame, top_n: int = 10) -> pd.DataFrame:
@@ -226,7 +224,7 @@ def ascending_preference(search: pd.DataFrame, selections: pd.DataFrame, top_n: 
     for budget in sorted(budgets.index, reverse=True):
         limit = int(budgets[budget])
         fits = search[search["macs"] <= limit]
-        flags = fits["name"].map(lambda n: analysis.is_ascending(_parse(n)))
+        flags = fits["name"].map(lambda n: analysis.is_ascending(parse_config(n)))
         top = (fits.sort_values(["seed", "accuracy", "macs"], ascending=[True, False, True])
                .groupby("seed", sort=True).head(top_n))
         picks = selections[selections["budget"] == budget]["name"]

@@ -437,8 +437,8 @@ def render_report(run_dir: str | Path, *, publish: bool = False, kernel_name: st
     check_kernel(kernel_name)
     run_dir = Path(run_dir).resolve()
     study = read_study_file(run_dir)
-    collect_records(run_dir, device=study.get("device"))
-    if publish:
+    if publish:                 # without publish, the notebook collects the records itself
+        collect_records(run_dir, device=study.get("device"))
         paths.STUDY_RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copy2(run_dir / RECORDS_FILE, paths.STUDY_RESULTS_DIR / RECORDS_FILE)
         refresh_committed_notebooks(only="06", kernel_name=kernel_name)
