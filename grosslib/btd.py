@@ -27,9 +27,14 @@ One block (``s = t``, ``method='hooi'``): higher-order orthogonal iteration, the
 TensorLy's ``partial_tucker``.
 
 Stopping rule (method.md): stop when the relative error ``||W - W_hat||_F / ||W||_F`` decreases by
-less than ``tol`` in one step, or after ``max_iter`` steps. Work is done in float64 on the pytorch
-backend of TensorLy (unfoldings and mode products; the block-structured products are batched
-matmuls). The matrices involved are small (at most a few hundred rows), so by default the iterations
+less than ``tol`` in one step, or after ``max_iter`` steps. Optional degeneracy guard (not in the
+paper, ``max_block_norm``): also stop before the blocks' combined norm ``sqrt(sum_r ||W_r||^2)``
+exceeds a multiple of ``||W||``. Like CP, a BTD can have no best approximation: ALS then creeps along a
+"swamp" where blocks grow without bound and cancel each other while the error barely falls; on trained
+PaperNets this made cores hundreds of times larger than the weight, which SGD cannot fine-tune.
+
+Work is done in float64 on the pytorch backend of TensorLy (unfoldings and mode products; the
+block-structured products are batched matmuls). The matrices involved are small (at most a few hundred rows), so by default the iterations
 run with one intra-op thread (``num_threads``): on a 2-core machine shared with other jobs, the
 caller's 2 threads made the same decompositions several times slower (benchmarks/RESULTS.md).
 """
@@ -368,6 +373,15 @@ class _ALS:
         residual = torch.addmm(self.target_out, out.transpose(0, 1).reshape(u, t), design, alpha=-1.0)
         return float(torch.vdot(residual.reshape(-1), residual.reshape(-1)))
 
+    def block_norm_ratio(self, state: _State) -> float:
+        """``sqrt(sum_r ||C_r G_r B_r^T||^2) / ||W||``: 1 or less unless blocks cancel each other.
+
+        The input factors are orthonormal per block, so ``||C_r G_r B_r^T|| = ||C_r G_r||``.
+        """
+        n, s, k = self.n_blocks, self.s, self.k
+        blocks = torch.matmul(state.out, state.core.reshape(n, s, k * s))
+        return float(torch.linalg.vector_norm(blocks)) / self.norm_sq ** 0.5
+
     # ------------------------------------------------------------------------------------ core solvers
     def normal_apply(self, x: torch.Tensor, out_gram: torch.Tensor, in_gram: torch.Tensor) -> torch.Tensor:
         """``N(X)_r = sum_p (C_r^T C_p) X_p (B_p^T B_r)`` for X in the (R, s, k, s) layout."""
@@ -529,7 +543,8 @@ def _intra_op_threads(count: int | None) -> Iterator[None]:
 def btd(weight: torch.Tensor, group_size: int, *, tol: float = 1e-6, max_iter: int = 500_000,
         init: str | BTDResult = "svd", random_state: int | torch.Generator | None = None,
         method: str = "auto", dtype: torch.dtype = torch.float64, accelerate: bool = True,
-        exact_cores: bool = False, num_threads: int | None = 1) -> BTDResult:
+        exact_cores: bool = False, num_threads: int | None = 1,
+        max_block_norm: float | None = None) -> BTDResult:
     """Block Term Decomposition of a conv weight for one group size.
 
     Parameters
@@ -568,6 +583,13 @@ def btd(weight: torch.Tensor, group_size: int, *, tol: float = 1e-6, max_iter: i
         Intra-op threads (``torch.set_num_threads``) while iterating, restored afterwards; None keeps
         the caller's setting. The default 1 is fastest for conv-sized weights (process-wide setting:
         other threads of the process see it during the call).
+    max_block_norm : float or None
+        ALS only: a guard against degenerate decompositions. ALS on a BTD can keep lowering the error
+        a little while blocks grow large and cancel each other (the "swamps" of CP/BTD), which leaves
+        bottleneck cores hundreds of times larger than the weight and networks that SGD cannot
+        fine-tune. With a bound ``b``, the iteration stops (``converged=False``) before the blocks'
+        combined norm ``sqrt(sum_r ||C_r G_r B_r^T||^2)`` exceeds ``b ||W||`` and returns the last point
+        within it. None (default): no guard, the plain stopping rule. Not in the paper.
 
     Returns
     -------
@@ -577,6 +599,9 @@ def btd(weight: torch.Tensor, group_size: int, *, tol: float = 1e-6, max_iter: i
     check_group_size(weight.shape[1], group_size, "group size")
     if tol < 0 or max_iter < 0:
         raise ValueError(f"tol and max_iter must be non-negative, got tol={tol}, max_iter={max_iter}")
+    if max_block_norm is not None and not max_block_norm >= 1.0:
+        raise ValueError(f"max_block_norm must be at least 1 (the blocks of a BTD without cancellation have "
+                         f"a combined norm <= ||W||), got {max_block_norm!r}")
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     n_blocks = weight.shape[1] // group_size
@@ -599,7 +624,8 @@ def btd(weight: torch.Tensor, group_size: int, *, tol: float = 1e-6, max_iter: i
         initial_error = float(torch.linalg.vector_norm(target - start.reconstruct()) / norm)
         if method == "hooi":
             return _run_hooi(flat_target, start, tol, max_iter, initial_error)
-        return _run_als(flat_target, start, tol, max_iter, initial_error, accelerate, exact_cores)
+        return _run_als(flat_target, start, tol, max_iter, initial_error, accelerate, exact_cores,
+                        max_block_norm)
 
 
 def _run_hooi(target: torch.Tensor, start: BTDResult, tol: float, max_iter: int,
@@ -621,7 +647,7 @@ def _run_hooi(target: torch.Tensor, start: BTDResult, tol: float, max_iter: int,
 
 
 def _run_als(target: torch.Tensor, start: BTDResult, tol: float, max_iter: int, initial_error: float,
-             accelerate: bool, exact_cores: bool) -> BTDResult:
+             accelerate: bool, exact_cores: bool, max_block_norm: float | None = None) -> BTDResult:
     als = _ALS(target, start.n_blocks, start.group_size, tuple(start.cores.shape[3:]), exact_cores)
     current, previous = als.state(start, initial_error), None
     momentum = _Extrapolation()
@@ -634,12 +660,21 @@ def _run_als(target: torch.Tensor, start: BTDResult, tol: float, max_iter: int, 
             new = als.sweep(current.inp, current.core)
         if not new.error <= current.error:  # rounding in a (near-)exact fit, or NaN: keep the better point
             new = current
+        if max_block_norm is not None and new is not current and als.block_norm_ratio(new) > max_block_norm:
+            # degeneracy guard: the blocks start to cancel each other; keep the last point within bound
+            if als.iterative_cores and errors:
+                polished = als.polish(current)
+                if polished.error <= current.error and als.block_norm_ratio(polished) <= max_block_norm:
+                    current = polished
+                    errors[-1] = current.error
+            break
         previous, current = current, new
         errors.append(new.error)
         if als.iterative_cores and (previous.error - new.error < tol or len(errors) == max_iter):
             # the last step: solve the cores exactly (the stopping rule then judges the polished step)
             polished = als.polish(new)
-            if polished.error <= new.error:
+            if polished.error <= new.error and (
+                    max_block_norm is None or als.block_norm_ratio(polished) <= max_block_norm):
                 current = new = polished
                 errors[-1] = new.error
         if previous.error - new.error < tol:
@@ -653,18 +688,22 @@ def btd_series(weight: torch.Tensor, group_sizes: Sequence[int], **btd_options) 
 
     Warm starting makes the error non-increasing in the group size (a BTD of size 2s can
     represent every BTD of size s exactly). ``init``/``random_state`` apply to the smallest size.
+    With ``max_block_norm`` (the degeneracy guard of :func:`btd`) a warm start can begin at the
+    bound and stop at once, so each larger size is also decomposed from ``init`` and the result with
+    the lower error is kept (still non-increasing: the warm start never ends above its start).
     """
     sizes = sorted(set(int(s) for s in group_sizes))
     if len(sizes) != len(group_sizes):
         raise ValueError(f"group sizes must be distinct, got {list(group_sizes)}")
+    guarded = btd_options.get("max_block_norm") is not None
     results: dict[int, BTDResult] = {}
     previous: BTDResult | None = None
     for s in sizes:
         if previous is not None and s % previous.group_size != 0:
             raise ValueError(f"group size {previous.group_size} does not divide {s}: "
                              "each size of a series must divide the next")
-        options = dict(btd_options)
-        if previous is not None:
-            options["init"] = previous
-        previous = results[s] = btd(weight, s, **options)
+        cold = btd(weight, s, **btd_options) if previous is None or guarded else None
+        warm = btd(weight, s, **{**btd_options, "init": previous}) if previous is not None else None
+        candidates = [r for r in (warm, cold) if r is not None]
+        previous = results[s] = min(candidates, key=lambda r: r.error)
     return results

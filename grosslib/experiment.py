@@ -159,8 +159,15 @@ class Experiment:
 
     def _load_or_decompose(self) -> nn.Module:
         path = self.seed_dir / "decomposed.pt"
+        options_path = path.with_suffix(".json")            # the BTD options the file was made with
         original = self._original()
+        options = self.btd_options
         if path.exists():
+            stored = json.loads(options_path.read_text()) if options_path.exists() else None
+            if stored is not None and stored != json.loads(json.dumps(options)):
+                raise ValueError(f"{path} was decomposed with BTD options {stored}, but preset "
+                                 f"{self.preset!r} asks for {options}; delete it and the stages trained from "
+                                 f"it ({self.seed_dir}/gross_*, fixed_*, evaluations) to decompose again")
             skeleton = decompose(original.cpu(), max_iter=0)
             try:
                 state = torch.load(path, map_location="cpu", weights_only=False)
@@ -169,8 +176,9 @@ class Experiment:
                 raise ValueError(f"{path}: not a decomposition of this network ({type(exc).__name__}: "
                                  f"{exc}); delete it to decompose again") from exc
             return skeleton
-        net = decompose(original.cpu(), **self.btd_options)
+        net = decompose(original.cpu(), **options)
         path.parent.mkdir(parents=True, exist_ok=True)
+        options_path.write_text(json.dumps(options, indent=1) + "\n")
         tmp = path.with_suffix(".tmp")
         torch.save(net.state_dict(), tmp)
         tmp.replace(path)

@@ -197,6 +197,7 @@ def write_study_file(run_dir: str | Path, *, dataset: str, preset: str, seeds: S
     study = {**settings, "seeds": [int(s) for s in seeds], "device": device,
              "btd_options": presets.PRESET_BTD_OPTIONS[preset], "schedule": schedule,
              "schedule_note": presets.STUDY_SCHEDULE_NOTE if preset == "study" else "",
+             "btd_note": presets.STUDY_BTD_NOTE if preset == "study" else "",
              "environment": environment_info(device or "cpu")}
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

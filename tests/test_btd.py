@@ -351,3 +351,86 @@ def test_series_bad_sizes_raise():
         btd_series(weight, [2, 2, 4])
     with pytest.raises(ValueError, match="does not divide"):
         btd_series(weight, [2, 3], **FAST)
+
+
+# ------------------------------------------------------------------------------- degeneracy guard
+def block_norm_ratio_ref(weight: torch.Tensor, result: BTDResult) -> float:
+    """sqrt(sum_r ||block r||^2) / ||W||, each block rebuilt on its own by the loop reference."""
+    squares = [float(btd_reconstruct_ref(result.cores[r:r + 1], result.out_factors[r:r + 1],
+                                         result.in_factors[r:r + 1]).norm()) ** 2
+               for r in range(result.n_blocks)]
+    return (sum(squares) ** 0.5) / float(weight.norm())
+
+
+# random weights on which plain ALS degenerates (blocks far larger than the weight, cancelling)
+DEGENERATE = [(16, 16, 4, 1), (16, 8, 2, 0), (8, 16, 2, 1), (16, 16, 2, 0)]
+
+
+@pytest.mark.parametrize("u,t,s,seed", DEGENERATE)
+def test_plain_als_degenerates_on_these_weights(u, t, s, seed):
+    weight = randn(u, t, 3, 3, seed=seed)
+    assert block_norm_ratio_ref(weight, btd(weight, s, tol=1e-7)) > 5.0
+
+
+@pytest.mark.parametrize("bound", [1.5, 3.0])
+@pytest.mark.parametrize("u,t,s,seed", DEGENERATE)
+def test_guard_keeps_blocks_within_bound(u, t, s, seed, bound):
+    weight = randn(u, t, 3, 3, seed=seed)
+    guarded = btd(weight, s, tol=1e-7, max_block_norm=bound)
+    assert block_norm_ratio_ref(weight, guarded) <= bound * (1 + 1e-9)
+    assert not guarded.converged                       # stopped by the guard, not by the tolerance
+    # the reported error is the error of the returned blocks, and it improved on the start
+    approximation = btd_reconstruct_ref(guarded.cores, guarded.out_factors, guarded.in_factors)
+    assert guarded.error == pytest.approx(relative_error_ref(weight, approximation), abs=1e-10)
+    assert guarded.error < guarded.initial_error
+    assert all(b <= a + 1e-12 for a, b in zip(guarded.errors, guarded.errors[1:]))
+
+
+@pytest.mark.parametrize("exact_cores", [False, True])
+def test_guard_with_many_blocks(exact_cores):
+    # R s^2 > 128: iterative cores (polished at the stop only when that stays within the bound) or exact ones
+    weight = randn(16, 32, 3, 3, seed=2)
+    result = btd(weight, 4, tol=1e-9, max_block_norm=1.2, exact_cores=exact_cores)
+    assert block_norm_ratio_ref(weight, result) <= 1.2 * (1 + 1e-9)
+    assert result.error < result.initial_error
+    if exact_cores:  # exactly solved cores: the residual is orthogonal to every block's core space
+        residual = weight - btd_reconstruct_ref(result.cores, result.out_factors, result.in_factors)
+        for r in range(result.n_blocks):
+            gradient = torch.einsum("oa,oiyx,ib->abyx", result.out_factors[r], residual, result.in_factors[r])
+            assert float(gradient.norm()) < 1e-8 * float(weight.norm())
+
+
+@pytest.mark.parametrize("u,t,s,seed", [(8, 8, 2, 0), (16, 8, 4, 3)])
+def test_loose_guard_changes_nothing(u, t, s, seed):
+    weight = randn(u, t, 3, 3, seed=seed)
+    plain = btd(weight, s, **FAST)
+    loose = btd(weight, s, max_block_norm=1e9, **FAST)
+    assert torch.equal(plain.cores, loose.cores) and plain.errors == loose.errors
+
+
+@pytest.mark.parametrize("u,t,seed", [(16, 16, 0), (16, 8, 1), (8, 16, 1)])
+def test_guarded_series_bounded_and_non_increasing(u, t, seed):
+    weight = randn(u, t, 3, 3, seed=seed)
+    sizes = [s for s in (1, 2, 4, 8) if s < t]
+    plain = btd_series(weight, sizes, tol=1e-7)
+    guarded = btd_series(weight, sizes, tol=1e-7, max_block_norm=2.0)
+    for small, large in zip(sizes, sizes[1:]):
+        assert guarded[large].error <= guarded[small].error + 1e-12
+    for s in sizes:
+        assert block_norm_ratio_ref(weight, guarded[s]) <= 2.0 * (1 + 1e-9)
+        # the guard stops early: it may lose a little accuracy, never most of what ALS gains
+        assert guarded[s].error <= plain[s].error + 0.5 * (guarded[s].initial_error - plain[s].error) + 1e-9
+
+
+def test_guarded_series_uses_a_cold_start_when_the_warm_one_is_stuck():
+    weight = randn(16, 16, 3, 3, seed=0)
+    guarded = btd_series(weight, [1, 2, 4], tol=1e-7, max_block_norm=1.5)
+    warm_only = btd(weight, 4, tol=1e-7, max_block_norm=1.5, init=guarded[2])
+    cold_only = btd(weight, 4, tol=1e-7, max_block_norm=1.5)
+    assert guarded[4].error == pytest.approx(min(warm_only.error, cold_only.error), abs=1e-12)
+
+
+@pytest.mark.parametrize("bound", [0.5, 0.0, -1.0, float("nan")])
+def test_bad_guard_raises(bound):
+    with pytest.raises(ValueError, match="max_block_norm"):
+        btd(randn(8, 8, 3, 3, seed=0), 2, max_block_norm=bound)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from gross_helpers import random_gross, write_fashion_idx
 
 import grosslib.experiment as experiment
@@ -128,12 +129,14 @@ def test_published_records_are_read_without_training(tmp_path: Path) -> None:
 def tiny_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Experiments load 160 + 40 synthetic Fashion-MNIST images from IDX files (the real loader).
 
-    The BTD is capped at 30 steps: the preset's tol 1e-6 takes minutes on a barely trained network, and
-    the BTD has tests of its own; every training stage keeps the study preset's schedule.
+    The BTD (with the preset's degeneracy guard) is capped at 30 steps: the preset's tol 1e-6 takes
+    minutes on a barely trained network, and the BTD has tests of its own; every training stage keeps
+    the study preset's schedule.
     """
     root = tmp_path / "fashion"
     write_fashion_idx(root, n_train=160, n_test=40)
-    monkeypatch.setitem(presets.PRESET_BTD_OPTIONS, "study", {"tol": 1e-6, "max_iter": 30})
+    capped = {**presets.PRESET_BTD_OPTIONS["study"], "max_iter": 30}
+    monkeypatch.setitem(presets.PRESET_BTD_OPTIONS, "study", capped)
 
     def load(name: str, limit: int | None = None):
         assert name == "fashion-mnist"
@@ -189,3 +192,20 @@ def test_parallel_seeds_report_the_failing_seed(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"seed 0 \(exit 1; see .*seed0/study.log\).*seed 1"):
         study.run_study(tmp_path, dataset="no-such-dataset", preset="tiny", seeds=[0, 1], jobs=2)
     assert "unknown dataset 'no-such-dataset'" in (tmp_path / "seed0" / "study.log").read_text()
+
+
+def test_cached_decomposition_is_tied_to_its_btd_options(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def make() -> experiment.Experiment:
+        return experiment.Experiment("digits", "tiny", run_dir=tmp_path, data_limit=64, progress=False)
+
+    first = make().decomposed()
+    options_file = tmp_path / "seed0" / "decomposed.json"
+    assert json.loads(options_file.read_text()) == presets.PRESET_BTD_OPTIONS["tiny"]
+    again = make().decomposed()
+    pairs = zip(first.parameters(), again.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)        # read back from decomposed.pt
+    guarded = {**presets.PRESET_BTD_OPTIONS["tiny"], "max_block_norm": 2.0}
+    monkeypatch.setitem(presets.PRESET_BTD_OPTIONS, "tiny", guarded)
+    with pytest.raises(ValueError, match=r"decomposed with BTD options .* delete it"):
+        make().decomposed()
