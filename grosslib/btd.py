@@ -33,10 +33,10 @@ exceeds a multiple of ``||W||``. Like CP, a BTD can have no best approximation: 
 "swamp" where blocks grow without bound and cancel each other while the error barely falls; on trained
 PaperNets this made cores hundreds of times larger than the weight, which SGD cannot fine-tune.
 
-Work is done in float64 on the pytorch backend of TensorLy (unfoldings and mode products; the block-
-structured products are batched matmuls). The matrices involved are small (at most a few hundred rows),
-so by default the iterations run with one intra-op thread (``num_threads``): on a 2-core machine shared
-with other jobs, the caller's 2 threads made the same decompositions several times slower
+Work is done in float64 on the pytorch backend of TensorLy (unfoldings and mode products; the
+block-structured products are batched matmuls). The matrices involved are small (at most a few hundred
+rows), so by default the iterations run with one intra-op thread (``num_threads``): on a 2-core machine
+shared with other jobs, the caller's 2 threads made the same decompositions several times slower
 (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
