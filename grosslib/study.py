@@ -127,8 +127,9 @@ def parse_config(name: str | Sequence[int]) -> Config:
 def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
     """Train and evaluate every stage of one seed (each cached; see the module docstring).
 
-    Returns (and writes to ``<seed_dir>/study_seed.json``) the wall time of this call and the summed
-    training time of every stage as recorded by its checkpoints (which survives resumes).
+    Returns (and writes to ``<seed_dir>/study_seed.json``) the wall time of this call, the wall time of
+    every call so far (``wall_seconds``: resumed and cached calls add theirs) and the summed training time
+    of every stage as recorded by its checkpoints (which survives resumes).
     """
     started = time.perf_counter()
     _, full = exp.full_network()
@@ -154,10 +155,15 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
         if alpha != plan.search_alpha:
             stage_seconds += _stage_seconds(gross)
         exp.evaluate_configs(gross.net, f"gross_alpha{alpha:g}", plan.report_split)
-    summary = {"seed": exp.seed, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "call_seconds": time.perf_counter() - started, "training_seconds": stage_seconds,
-               "configs_trained_alone": [config_name(c) for c in trained]}
     path = Path(exp.seed_dir) / SEED_DONE_FILE
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    call_seconds = time.perf_counter() - started
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    summary = {"seed": exp.seed, "finished_at": now, "first_finished_at": previous.get("first_finished_at", now),
+               "call_seconds": call_seconds,
+               # every call's wall time summed: a later call that only reads the cache adds seconds, not hours
+               "wall_seconds": previous.get("wall_seconds", previous.get("call_seconds", 0.0)) + call_seconds,
+               "training_seconds": stage_seconds, "configs_trained_alone": [config_name(c) for c in trained]}
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -331,7 +337,7 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
         done = Path(exp.seed_dir) / SEED_DONE_FILE
         info = json.loads(done.read_text()) if done.is_file() else {}
         timing.append({"seed": exp.seed, "training seconds": info.get("training_seconds", math.nan),
-                       "call seconds": info.get("call_seconds", math.nan),
+                       "wall seconds": info.get("wall_seconds", info.get("call_seconds", math.nan)),
                        "finished at": info.get("finished_at"),
                        "configs trained alone": len(info.get("configs_trained_alone", [])),
                        "full test accuracy": exp.full_network()[1].test_accuracy})
