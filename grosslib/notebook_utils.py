@@ -179,13 +179,24 @@ def write_metrics(run_dir: str | Path, number: int, name: str, metrics: Mapping[
                   key_metrics: Mapping[str, Any] | None = None) -> Path:
     """Write a notebook's metrics with its parameters, versions and device; return the path.
 
-    ``key_metrics`` (a few scalars) is what the pipeline's summary table shows.
+    ``key_metrics`` (a few scalars) is what the pipeline's summary table shows. A file that already
+    holds the same metrics and parameters is left as it is: its environment and time are those of the
+    run that produced them (re-executing a committed notebook does not rewrite its record).
     """
     path = metrics_path(run_dir, number, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"notebook": f"{int(number):02d}_{name}", "metrics": metrics,
-              "key_metrics": key_metrics or {}, "parameters": parameters or {},
-              "environment": environment_info(device),
+    results = to_jsonable({"notebook": f"{int(number):02d}_{name}", "metrics": metrics,
+                           "key_metrics": key_metrics or {}, "parameters": parameters or {}})
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            stored = {}
+        same = json.dumps(results, sort_keys=True) == json.dumps({key: stored.get(key) for key in results},
+                                                                 sort_keys=True)    # NaN-safe comparison
+        if same:
+            return path
+    record = {**results, "environment": environment_info(device),
               "written": _dt.datetime.now().isoformat(timespec="seconds")}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(to_jsonable(record), indent=2) + "\n")

@@ -159,8 +159,8 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
     previous = json.loads(path.read_text()) if path.is_file() else {}
     call_seconds = time.perf_counter() - started
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    summary = {"seed": exp.seed, "finished_at": now, "first_finished_at": previous.get("first_finished_at", now),
-               "call_seconds": call_seconds,
+    summary = {"seed": exp.seed, "finished_at": now,
+               "first_finished_at": previous.get("first_finished_at", now), "call_seconds": call_seconds,
                # every call's wall time summed: a later call that only reads the cache adds seconds, not hours
                "wall_seconds": previous.get("wall_seconds", previous.get("call_seconds", 0.0)) + call_seconds,
                "training_seconds": stage_seconds, "configs_trained_alone": [config_name(c) for c in trained]}

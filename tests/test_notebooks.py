@@ -249,6 +249,21 @@ def test_write_metrics_is_json_with_context(tmp_path: Path) -> None:
     assert data["key_metrics"] == {"x": 1.0}
 
 
+def test_write_metrics_keeps_the_record_of_unchanged_results(tmp_path: Path) -> None:
+    metrics = {"accuracy": 0.5, "missing": float("nan")}
+    path = nu.write_metrics(tmp_path, 6, "demo", metrics, parameters={"seed": 0})
+    first = json.loads(path.read_text())
+    first["written"] = "2000-01-01T00:00:00"                     # mark the stored record
+    path.write_text(json.dumps(first))
+    nu.write_metrics(tmp_path, 6, "demo", dict(metrics), parameters={"seed": 0})
+    assert json.loads(path.read_text())["written"] == "2000-01-01T00:00:00"   # same results: untouched
+    nu.write_metrics(tmp_path, 6, "demo", {**metrics, "accuracy": 0.6}, parameters={"seed": 0})
+    changed = json.loads(path.read_text())
+    assert changed["metrics"]["accuracy"] == 0.6 and changed["written"] != "2000-01-01T00:00:00"
+    nu.write_metrics(tmp_path, 6, "demo", {**metrics, "accuracy": 0.6}, parameters={"seed": 1})
+    assert json.loads(path.read_text())["parameters"] == {"seed": 1}
+
+
 def test_load_network_uses_an_existing_checkpoint(tmp_path: Path) -> None:
     trained = build_papernet(1, 10, seed=5)
     (tmp_path / "full").mkdir()

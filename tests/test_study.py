@@ -178,8 +178,9 @@ def test_study_preset_end_to_end_one_seed(tmp_path: Path, tiny_fashion: None) ->
     first_call = json.loads((seed_dir / study.SEED_DONE_FILE).read_text())
     study.run_study(run_dir, dataset="fashion-mnist", preset="study", seeds=[0], threads=1, collect=False)
     assert _mtimes(seed_dir) == before
-    second_call = json.loads((seed_dir / study.SEED_DONE_FILE).read_text())  # the cached call keeps the total
-    assert second_call["wall_seconds"] == pytest.approx(first_call["wall_seconds"] + second_call["call_seconds"])
+    second_call = json.loads((seed_dir / study.SEED_DONE_FILE).read_text())  # cached: keeps the total
+    expected_total = first_call["wall_seconds"] + second_call["call_seconds"]
+    assert second_call["wall_seconds"] == pytest.approx(expected_total)
     assert second_call["first_finished_at"] == first_call["first_finished_at"]
     victim = seed_dir / "fixed_4-4-4"
     for path in sorted(victim.rglob("*"), reverse=True):
