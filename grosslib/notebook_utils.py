@@ -185,8 +185,9 @@ def write_metrics(run_dir: str | Path, number: int, name: str, metrics: Mapping[
     """
     path = metrics_path(run_dir, number, name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    parameters = {key: _repo_relative(value) for key, value in (parameters or {}).items()}
     results = to_jsonable({"notebook": f"{int(number):02d}_{name}", "metrics": metrics,
-                           "key_metrics": key_metrics or {}, "parameters": parameters or {}})
+                           "key_metrics": key_metrics or {}, "parameters": parameters})
     if path.is_file():
         try:
             stored = json.loads(path.read_text())
@@ -202,6 +203,16 @@ def write_metrics(run_dir: str | Path, number: int, name: str, metrics: Mapping[
     tmp.write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def _repo_relative(value: Any) -> Any:
+    """A path (or path string) inside the repository as a repository-relative string; else ``value``."""
+    if not isinstance(value, (str, Path)) or not Path(value).is_absolute():
+        return value
+    try:
+        return Path(value).resolve().relative_to(paths.REPO_ROOT).as_posix()
+    except ValueError:
+        return value
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:

@@ -264,6 +264,16 @@ def test_write_metrics_keeps_the_record_of_unchanged_results(tmp_path: Path) -> 
     assert json.loads(path.read_text())["parameters"] == {"seed": 1}
 
 
+def test_write_metrics_records_repository_paths_relative(tmp_path: Path) -> None:
+    from grosslib import paths
+
+    inside = paths.REPO_ROOT / "results" / "demo"
+    path = nu.write_metrics(tmp_path, 6, "demo", {"a": 1}, parameters={
+        "run_dir": str(inside), "figures_dir": paths.FIGURES_DIR, "elsewhere": str(tmp_path), "note": "x"})
+    assert json.loads(path.read_text())["parameters"] == {
+        "run_dir": "results/demo", "figures_dir": "figures", "elsewhere": str(tmp_path), "note": "x"}
+
+
 def test_load_network_uses_an_existing_checkpoint(tmp_path: Path) -> None:
     trained = build_papernet(1, 10, seed=5)
     (tmp_path / "full").mkdir()
