@@ -103,7 +103,8 @@ STUDY_SCHEDULE_NOTE = (
     "evaluates all 252 configurations 4 times; on 2 CPU cores (~1,300 training images/s for the full "
     "network at batch 128, ~3x slower for response reconstruction) the paper's epochs would take ~3 days "
     "per seed, these 38 minutes (measured: seed 0 alone, 2 threads, everything included). Learning "
-    "rates are raised where the step count fell by ~30x (GroSS 3e-4 instead of 1e-4; fixed fine-tuning 3e-3 instead of 1e-3), keeping the paper's 10:1 fixed:GroSS "
+    "rates are raised where the step count fell by ~30x (GroSS 3e-4 instead of 1e-4; fixed fine-tuning "
+    "3e-3 instead of 1e-3), keeping the paper's 10:1 fixed:GroSS "
     "fine-tuning ratio and decaying x0.1 for the last epoch(s). Fixed configurations are reconstructed at "
     "GroSS's 3e-4, not the paper's 1e-2, which diverged (see the reconstruct_fixed notes).")
 STUDY_BTD_NOTE = (
