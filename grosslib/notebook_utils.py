@@ -197,10 +197,10 @@ def write_metrics(run_dir: str | Path, number: int, name: str, metrics: Mapping[
                                                                  sort_keys=True)    # NaN-safe comparison
         if same:
             return path
-    record = {**results, "environment": environment_info(device),
+    record = {**results, "environment": to_jsonable(environment_info(device)),
               "written": _dt.datetime.now().isoformat(timespec="seconds")}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(to_jsonable(record), indent=2) + "\n")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
     return path
 

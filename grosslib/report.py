@@ -50,10 +50,9 @@ def failed_runs(records: Mapping[str, pd.DataFrame], fraction: float = FAILED_RU
     Read from the Table 2 records (fixed baselines), the selections (picks) and the ranking records.
     Columns: seed, name, accuracy (%), full (%).
     """
-    table2 = records["table2"]
+    table2 = records["table2"].assign(name=_table2_names(records["table2"]))
     full = {int(r["seed"]): float(r["accuracy"]) for _, r in table2[table2["network"] == "full"].iterrows()}
-    rows = [(r["seed"], config_name(r["config"]), r["accuracy"])
-            for _, r in table2[table2["network"] != "full"].iterrows()]
+    rows = [(r["seed"], r["name"], r["accuracy"]) for _, r in table2[table2["network"] != "full"].iterrows()]
     rows += [(r["seed"], r["name"], r["own accuracy"]) for _, r in records["selections"].iterrows()]
     rows += [(r["seed"], r["name"], r["own accuracy"]) for _, r in records["ranking"].iterrows()]
     frame = pd.DataFrame(rows, columns=["seed", "name", "accuracy"]).drop_duplicates(["seed", "name"])
@@ -62,6 +61,11 @@ def failed_runs(records: Mapping[str, pd.DataFrame], fraction: float = FAILED_RU
     return pd.DataFrame({"seed": frame["seed"].astype(int), "name": frame["name"],
                          "accuracy (%)": 100.0 * frame["accuracy"], "full (%)": 100.0 * frame["full"]}
                         ).reset_index(drop=True)
+
+
+def _table2_names(table2: pd.DataFrame) -> list[str]:
+    """Each Table 2 row's configuration name ('full' for the full network, which has none)."""
+    return ["full" if c is None else config_name(c) for c in table2["config"]]
 
 
 def drop_failed_runs(records: Mapping[str, pd.DataFrame],
@@ -83,8 +87,7 @@ def drop_failed_runs(records: Mapping[str, pd.DataFrame],
                              dtype=bool)
         return frame[mask].reset_index(drop=True)
 
-    table2 = records["table2"].assign(_name=[
-        "full" if c is None else config_name(c) for c in records["table2"]["config"]])
+    table2 = records["table2"].assign(_name=_table2_names(records["table2"]))
     out["table2"] = keep(table2, "_name").drop(columns="_name")
     out["deficits"] = keep(records["deficits"], "name")
     out["selections"] = keep(records["selections"], "name", "budget name")

@@ -337,7 +337,7 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
         done = Path(exp.seed_dir) / SEED_DONE_FILE
         info = json.loads(done.read_text()) if done.is_file() else {}
         timing.append({"seed": exp.seed, "training seconds": info.get("training_seconds", math.nan),
-                       "wall seconds": info.get("wall_seconds", info.get("call_seconds", math.nan)),
+                       "wall seconds": info.get("wall_seconds", math.nan),  # run_seed above wrote it
                        "finished at": info.get("finished_at"),
                        "configs trained alone": len(info.get("configs_trained_alone", [])),
                        "full test accuracy": exp.full_network()[1].test_accuracy})
