@@ -7,9 +7,9 @@
     Target: ratio <= 1.15.
 (b) Input pipeline: images/s of training PaperNet with the on-device pipeline
     (:func:`grosslib.data.iterate_batches`) against the per-sample torchvision DataLoader
-    (:func:`grosslib.data.per_sample_dataloader`, ``num_workers=0``), and of the pipelines alone.
+    (:func:`per_sample_dataloader` below, ``num_workers=0``), and of the pipelines alone.
 (c) The 'quick' preset end to end on digits (``--parts c``, a few minutes): full training, BTD
-    (``PRESET_BTD_OPTIONS['quick']``), GroSS reconstruction and fine-tuning at alpha 4, then every
+    (``get_preset('quick').btd_options``), GroSS reconstruction and fine-tuning at alpha 4, then every
     configuration evaluated on the validation split; accuracies and wall times.
 
 Timing is interleaved in rounds (A, B, A, B, ...) and the median round is reported, which keeps
@@ -32,15 +32,17 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from grosslib.data import iterate_batches, load_dataset, per_sample_dataloader
+from grosslib.data import Split, iterate_batches, load_dataset
+from grosslib.io import resolve_device
 from grosslib.models import (
     build_papernet,
     decompose,
@@ -51,12 +53,65 @@ from grosslib.models import (
     uniform_config,
 )
 from grosslib.paths import BENCHMARKS_DIR
-from grosslib.presets import PRESET_BTD_OPTIONS, get_preset
+from grosslib.presets import get_preset
 from grosslib.runinfo import environment_info
 from grosslib.sampling import GroupSizeSampler
-from grosslib.train import evaluate, finetune, reconstruct_responses, resolve_device, train_full
+from grosslib.train import evaluate, finetune, reconstruct_responses, train_full
 
 SECTION = "## Training (bench_train.py)"
+
+
+# the conventional per-sample torchvision pipeline: the fair baseline of the batched one
+class _TensorImageDataset(torch.utils.data.Dataset):
+    """Per-sample view of a CPU :class:`Split` with a torchvision transform."""
+
+    def __init__(self, split: Split, transform: Any) -> None:
+        self.images = split.images.cpu()
+        self.labels = split.labels.cpu()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def per_sample_dataloader(
+    split: Split,
+    batch_size: int,
+    augment: bool,
+    flip: bool,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_workers: int = 0,
+    seed: int = 0,
+    *,
+    shuffle: bool = True,
+    pad: int = 2,
+) -> torch.utils.data.DataLoader:
+    """A conventional per-sample torchvision-transforms DataLoader over ``split`` (CPU), for benchmarks.
+
+    Transforms: ``RandomCrop(size, padding=pad)`` and ``RandomHorizontalFlip()`` when ``augment``
+    (flip only if ``flip``), then ``ToDtype(float32, scale=True)`` and ``Normalize(mean, std)``.
+    ``seed`` seeds the shuffling generator (and hence the worker seeds).
+    """
+    from torchvision.transforms import v2
+
+    steps: list[Any] = []
+    if augment:
+        steps.append(v2.RandomCrop(split.images.shape[-1], padding=pad))
+        if flip:
+            steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return torch.utils.data.DataLoader(
+        _TensorImageDataset(split, v2.Compose(steps)),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )
 
 
 def median_round_seconds(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
@@ -188,17 +243,18 @@ def bench_quick_preset(device: torch.device, channels_last: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         net = build_papernet(data.in_channels, data.num_classes, seed=0)
-        full = train_full(net, data, get_preset("quick", "full"), f"{tmp}/full", **options)
+        full = train_full(net, data, get_preset("quick").stage("full"), f"{tmp}/full", **options)
         seconds["full training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        gross = decompose(net, **PRESET_BTD_OPTIONS["quick"])
-        seconds[f"BTD decomposition {PRESET_BTD_OPTIONS['quick']}"] = time.perf_counter() - t0
+        gross = decompose(net, **dict(get_preset("quick").btd_options))
+        seconds[f"BTD decomposition {dict(get_preset('quick').btd_options)}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rec = reconstruct_responses(gross, net, data, get_preset("quick", "reconstruct_gross"), f"{tmp}/rec",
+        rec = reconstruct_responses(gross, net, data, get_preset("quick").stage("reconstruct_gross"),
+                                    f"{tmp}/rec",
                                     **options)
         seconds["reconstruction (GroSS, alpha 4)"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ft = finetune(gross, data, get_preset("quick", "finetune_gross"), f"{tmp}/ft", **options)
+        ft = finetune(gross, data, get_preset("quick").stage("finetune_gross"), f"{tmp}/ft", **options)
         seconds["fine-tuning (GroSS, alpha 4)"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         val = {}
@@ -327,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not parts <= {"a", "b", "c"}:
         parser.error(f"--parts takes a, b and/or c, got {args.parts!r}")
     torch.set_num_threads(args.threads)
-    device = resolve_device(None if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     env = environment_info(device)
     data = load_dataset("digits")
     results: dict = {}

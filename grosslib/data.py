@@ -11,10 +11,10 @@ seeded train / validation / test splits:
 * ``"fashion-mnist"``: IDX files from the cache, from the Debian package
   ``dataset-fashion-mnist`` or downloaded by torchvision; MD5-verified; zero-padded to 32x32.
 
-Training batches come from :func:`iterate_batches` (or the :class:`BatchLoader` wrapper),
-which keeps the whole split on the training device and augments whole batches with a few
-vectorised ops. :func:`per_sample_dataloader` is the conventional per-sample torchvision
-pipeline, kept only as a speed baseline.
+Training batches come from :func:`iterate_batches`, which keeps the whole split on the training
+device and augments whole batches with a few vectorised ops (``benchmarks/bench_train.py`` compares
+it with the conventional per-sample torchvision pipeline). :func:`check_available` tells, without
+loading, whether a dataset can be loaded here.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from grosslib.models import channel_stats, normalize  # noqa: F401 (normalize: re-exported beside the batches)
 from grosslib.paths import FASHION_MNIST_DEBIAN_DIR, data_dir
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "fashion-mnist")
@@ -180,6 +181,37 @@ def load_dataset(
         splits.info["limit"] = limit
     splits.info["sizes"] = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
     return splits
+
+
+def check_available(name: str, root: str | Path | None = None) -> str:
+    """Check, without loading, that a dataset can be loaded here; return where it will come from.
+
+    Digits ship with scikit-learn. Fashion-MNIST needs its four IDX files in ``root`` (default
+    ``$GROSS_DATA/fashion-mnist``) or the Debian package's folder, else a download. CIFAR-10 needs the
+    extracted ``cifar-10-batches-py`` folder under ``root`` (default ``$GROSS_DATA/cifar10``), else a
+    download. A download is not attempted here: when the files are absent the answer says so.
+
+    Raises
+    ------
+    ValueError : unknown name.
+    """
+    key = name.lower()
+    if key == "digits":
+        return "scikit-learn's bundled digits"
+    root_path = Path(root).expanduser() if root is not None else data_dir() / key
+    if key == "fashion-mnist":
+        found = _find_fashion_mnist([root_path, root_path / "FashionMNIST" / "raw", FASHION_MNIST_DEBIAN_DIR])
+        if found is not None:
+            return f"IDX files in {next(iter(found.values())).parent}"
+        return (f"a download into {root_path} (no IDX files in {root_path} or {FASHION_MNIST_DEBIAN_DIR}; "
+                "offline: sudo apt-get install dataset-fashion-mnist)")
+    if key == "cifar10":
+        folder = root_path / "cifar-10-batches-py"
+        if (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file():
+            return f"the CIFAR-10 batches in {folder}"
+        return (f"a download into {root_path} (no cifar-10-batches-py in it; offline: put the extracted "
+                f"folder at {folder} or set GROSS_DATA)")
+    raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)}")
 
 
 def _take(split: Split, limit: int) -> Split:
@@ -422,23 +454,6 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else math.ceil(n / batch_size)
 
 
-def _channel_stats(
-    values: Sequence[float] | Tensor, channels: int, device: torch.device, name: str
-) -> Tensor:
-    t = torch.as_tensor(values, dtype=torch.float32, device=device).flatten()
-    if t.numel() not in (1, channels):
-        raise ValueError(f"{name} has {t.numel()} entries for {channels} channels")
-    return t.expand(channels).reshape(channels, 1, 1)
-
-
-def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
-    """uint8 images (``C x H x W`` or ``N x C x H x W``) -> float32 ``(x / 255 - mean) / std``."""
-    channels = images.shape[-3]
-    m = _channel_stats(mean, channels, images.device, "mean")
-    s = _channel_stats(std, channels, images.device, "std")
-    return images.to(torch.float32).div_(255.0).sub_(m).div_(s)
-
-
 def random_crop_flip(images: Tensor, offsets: Tensor, flips: Tensor | None, pad: int) -> Tensor:
     """Crop each image of a batch out of its zero-padded copy, optionally mirrored, in one gather.
 
@@ -489,8 +504,8 @@ def iterate_batches(
     n = len(split)
     device = split.images.device
     channels = split.images.shape[1]
-    m = _channel_stats(mean, channels, device, "mean")
-    s = _channel_stats(std, channels, device, "std")
+    m = channel_stats(mean, channels, device, "mean")
+    s = channel_stats(std, channels, device, "std")
 
     order = torch.randperm(n, generator=generator).to(device) if shuffle else None
     offsets = flips = None
@@ -509,100 +524,3 @@ def iterate_batches(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, labels
-
-
-class BatchLoader:
-    """Re-iterable :func:`iterate_batches`; each epoch draws fresh randomness from ``generator``."""
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        augment: bool,
-        flip: bool,
-        mean: Sequence[float] | Tensor,
-        std: Sequence[float] | Tensor,
-        generator: torch.Generator | None = None,
-        drop_last: bool = False,
-        pad: int = 2,
-        channels_last: bool = False,
-    ) -> None:
-        self.split = split
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.generator = generator
-        self._kwargs = dict(
-            shuffle=shuffle,
-            augment=augment,
-            flip=flip,
-            mean=mean,
-            std=std,
-            drop_last=drop_last,
-            pad=pad,
-            channels_last=channels_last,
-        )
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return iterate_batches(self.split, self.batch_size, generator=self.generator, **self._kwargs)
-
-    def __len__(self) -> int:
-        return num_batches(len(self.split), self.batch_size, self.drop_last)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Conventional per-sample pipeline (speed baseline only)
-# ---------------------------------------------------------------------------------------------------------
-
-
-class _TensorImageDataset(torch.utils.data.Dataset):
-    """Per-sample view of a CPU :class:`Split` with a torchvision transform."""
-
-    def __init__(self, split: Split, transform: Any) -> None:
-        self.images = split.images.cpu()
-        self.labels = split.labels.cpu()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return self.transform(self.images[i]), self.labels[i]
-
-
-def per_sample_dataloader(
-    split: Split,
-    batch_size: int,
-    augment: bool,
-    flip: bool,
-    mean: Sequence[float],
-    std: Sequence[float],
-    num_workers: int = 0,
-    seed: int = 0,
-    *,
-    shuffle: bool = True,
-    pad: int = 2,
-) -> torch.utils.data.DataLoader:
-    """A conventional per-sample torchvision-transforms DataLoader over ``split`` (CPU), for benchmarks.
-
-    Transforms: ``RandomCrop(size, padding=pad)`` and ``RandomHorizontalFlip()`` when ``augment``
-    (flip only if ``flip``), then ``ToDtype(float32, scale=True)`` and ``Normalize(mean, std)``.
-    ``seed`` seeds the shuffling generator (and hence the worker seeds).
-    """
-    from torchvision.transforms import v2
-
-    steps: list[Any] = []
-    if augment:
-        steps.append(v2.RandomCrop(split.images.shape[-1], padding=pad))
-        if flip:
-            steps.append(v2.RandomHorizontalFlip())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    return torch.utils.data.DataLoader(
-        _TensorImageDataset(split, v2.Compose(steps)),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=num_workers > 0,
-    )

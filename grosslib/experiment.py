@@ -19,6 +19,7 @@ decomposition serves every configuration.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -30,9 +31,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import presets
 from .data import DatasetSplits, load_dataset
+from .io import atomic_write_text, read_json, resolve_device, torch_save
 from .models import (
+    Config,
     build_papernet,
     collapse_to_config,
     config_name,
@@ -42,11 +44,25 @@ from .models import (
     set_config,
     uniform_config,
 )
+from .presets import FIXED_GROUP_SIZES, Preset, get_preset
 from .search import evaluate_all
-from .train import TrainResult, evaluate, finetune, reconstruct_responses, resolve_device, train_full
+from .train import TrainConfig, TrainResult, evaluate, finetune, reconstruct_responses, train_full
 
-Config = tuple[int, ...]
-FIXED_GROUP_SIZES: tuple[int, ...] = (1, 4, 16, 32)   # the paper's fixed baselines
+__all__ = ["Experiment", "StageResult", "network_fingerprint"]
+
+
+def network_fingerprint(net: nn.Module) -> str:
+    """SHA-256 of a network's state dict (names, shapes, dtypes and values): which network this is."""
+    digest = hashlib.sha256()
+    for name, value in net.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+            digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else
+                          tensor.float().numpy().tobytes())
+        else:
+            digest.update(f"{name} {value!r}".encode())
+    return digest.hexdigest()
 
 
 def _same_weights(a: nn.Module, b: nn.Module) -> bool:
@@ -76,7 +92,8 @@ class Experiment:
     Parameters
     ----------
     dataset : 'digits', 'fashion-mnist' or 'cifar10'.
-    preset : a key of :data:`grosslib.presets.PRESETS` ('tiny', 'quick', 'study', 'paper').
+    preset : a :class:`~grosslib.presets.Preset` or the name of a registered one ('tiny', 'quick',
+        'study', 'paper'); ``overrides`` are applied on top (:attr:`settings`).
     seed : seeds the network's initialisation and every training stage.
     run_dir : the run directory shared by all notebooks of a run.
     device : None = automatic (cuda, mps, cpu).
@@ -86,7 +103,7 @@ class Experiment:
     """
 
     dataset: str
-    preset: str
+    preset: str | Preset
     seed: int = 0
     run_dir: Path | str = "runs/interactive"
     device: str | None = None
@@ -96,8 +113,8 @@ class Experiment:
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
-        if self.preset not in presets.PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; valid: {', '.join(presets.PRESETS)}")
+        #: the preset with this experiment's overrides applied: every setting the stages use
+        self.settings: Preset = get_preset(self.preset).with_overrides(self.overrides)
         self._data: DatasetSplits | None = None
         self._full: nn.Module | None = None
         self._decomposed: nn.Module | None = None
@@ -113,12 +130,11 @@ class Experiment:
 
     @property
     def btd_options(self) -> dict[str, Any]:
-        return dict(presets.PRESET_BTD_OPTIONS[self.preset])
+        return dict(self.settings.btd_options)
 
-    def config(self, stage: str, **overrides: Any):  # -> TrainConfig
+    def config(self, stage: str, **overrides: Any) -> TrainConfig:
         """The preset's TrainConfig for ``stage`` with this experiment's seed and overrides."""
-        extra = {**self.overrides.get(stage, {}), **overrides}
-        return presets.get_preset(self.preset, stage, seed=self.seed, **extra)
+        return self.settings.stage(stage, seed=self.seed, **overrides)
 
     @property
     def data(self) -> DatasetSplits:
@@ -159,15 +175,22 @@ class Experiment:
 
     def _load_or_decompose(self) -> nn.Module:
         path = self.seed_dir / "decomposed.pt"
-        options_path = path.with_suffix(".json")            # the BTD options the file was made with
+        info_path = path.with_suffix(".json")     # the BTD options and the network the file was made from
         original = self._original()
         options = self.btd_options
+        fingerprint = network_fingerprint(original)
         if path.exists():
-            stored = json.loads(options_path.read_text()) if options_path.exists() else None
-            if stored is not None and stored != json.loads(json.dumps(options)):
-                raise ValueError(f"{path} was decomposed with BTD options {stored}, but preset "
-                                 f"{self.preset!r} asks for {options}; delete it and the stages trained from "
-                                 f"it ({self.seed_dir}/gross_*, fixed_*, evaluations) to decompose again")
+            stored = read_json(info_path) if info_path.exists() else None
+            stored_options = stored.get("btd_options", stored) if isinstance(stored, dict) else None
+            redo = (f"delete it and the stages trained from it ({self.seed_dir}/gross_*, fixed_*, "
+                    "evaluations) to decompose again")
+            if stored_options is not None and stored_options != json.loads(json.dumps(options)):
+                raise ValueError(f"{path} was decomposed with BTD options {stored_options}, but preset "
+                                 f"{self.settings.name!r} asks for {options}; {redo}")
+            stored_network = stored.get("network") if isinstance(stored, dict) else None
+            if stored_network is not None and stored_network != fingerprint:
+                raise ValueError(f"{path} was decomposed from another network than {self.seed_dir}/full's "
+                                 f"(fingerprint {stored_network[:12]} vs {fingerprint[:12]}); {redo}")
             skeleton = decompose(original.cpu(), max_iter=0)
             try:
                 state = torch.load(path, map_location="cpu", weights_only=False)
@@ -177,11 +200,9 @@ class Experiment:
                                  f"{exc}); delete it to decompose again") from exc
             return skeleton
         net = decompose(original.cpu(), **options)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        options_path.write_text(json.dumps(options, indent=1) + "\n")
-        tmp = path.with_suffix(".tmp")
-        torch.save(net.state_dict(), tmp)
-        tmp.replace(path)
+        info = {"btd_options": options, "network": fingerprint}
+        atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
+        torch_save(path, net.state_dict())
         return net
 
     def btd_errors(self) -> pd.DataFrame:
@@ -223,6 +244,15 @@ class Experiment:
         return {s: self.uniform_config(s) for s in sizes}
 
     # ------------------------------------------------------------------ evaluation
+    def gross_evaluations(self, alpha: float, split: str = "val",
+                          net: nn.Module | None = None) -> pd.DataFrame:
+        """Every configuration of GroSS at temperature ``alpha`` on ``split``.
+
+        Cached as ``evaluations/gross_alpha<a>_<split>.csv``; ``net``: the trained GroSS network if at hand.
+        """
+        net = self.gross(alpha).net if net is None else net
+        return self.evaluate_configs(net, f"gross_alpha{float(alpha):g}", split)
+
     def evaluate_configs(self, net: nn.Module, name: str, split: str = "val",
                          configs: Sequence[Sequence[int]] | None = None,
                          batch_size: int = 1000) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""The paper's network (PaperNet) and its GroSS decomposition."""
+"""The paper's network (PaperNet), its GroSS decomposition, configurations, and the input normalisation."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .series import GroSSConv2d
 
@@ -183,3 +183,21 @@ def collapse_to_config(decomposed: nn.Module, config: Sequence[int]) -> nn.Modul
         single.btd_errors = {s: layer.btd_errors[s]} if s in layer.btd_errors else {}
         _set_submodule(collapsed, name, single)
     return collapsed
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def channel_stats(
+    values: Sequence[float] | Tensor, channels: int, device: torch.device, name: str
+) -> Tensor:
+    t = torch.as_tensor(values, dtype=torch.float32, device=device).flatten()
+    if t.numel() not in (1, channels):
+        raise ValueError(f"{name} has {t.numel()} entries for {channels} channels")
+    return t.expand(channels).reshape(channels, 1, 1)
+
+
+def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
+    """uint8 images (``C x H x W`` or ``N x C x H x W``) -> float32 ``(x / 255 - mean) / std``."""
+    channels = images.shape[-3]
+    m = channel_stats(mean, channels, images.device, "mean")
+    s = channel_stats(std, channels, images.device, "std")
+    return images.to(torch.float32).div_(255.0).sub_(m).div_(s)

@@ -29,6 +29,12 @@ def data_dir() -> Path:
 
 
 def figures_dir() -> Path:
-    """Where figures are written (``$GROSS_FIGURES`` overrides, used by tests)."""
+    """Where figures are written by default (``$GROSS_FIGURES`` overrides: the tests point it elsewhere)."""
     env = os.environ.get("GROSS_FIGURES")
     return Path(env).expanduser() if env else FIGURES_DIR
+
+
+def runs_dir() -> Path:
+    """Where run directories go by default (``$GROSS_RUNS`` overrides: the tests point it elsewhere)."""
+    env = os.environ.get("GROSS_RUNS")
+    return Path(env).expanduser() if env else RUNS_DIR

@@ -25,7 +25,10 @@ import argparse
 import ast
 import datetime as _dt
 import json
+import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,10 +36,19 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .notebook_utils import to_jsonable
+from .data import DATASET_NAMES, check_available
+from .io import atomic_write_text, resolve_device, to_jsonable
+from .presets import check_overrides, get_preset, preset_names
+from .progress import PROGRESS_FILE_ENV
 
-PRESETS: tuple[str, ...] = ("tiny", "quick", "study", "paper")
-DATASETS: tuple[str, ...] = ("digits", "cifar10", "fashion-mnist")
+__all__ = ["declared_parameters", "discover_notebooks", "format_summary", "main", "normalise_only",
+           "notebook_number", "refresh_committed_notebooks", "resume_command", "run_notebook", "run_pipeline",
+           "validate_inputs"]
+
+DATASETS: tuple[str, ...] = DATASET_NAMES
+#: Arguments of every notebook kernel: its own log lines (e.g. "running over TCP without encryption",
+#: "KeyboardInterrupt caught in kernel") are not errors of the run, so only critical ones are shown.
+KERNEL_ARGUMENTS: tuple[str, ...] = ("--IPKernelApp.log_level=CRITICAL",)
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 COMMON_PARAMETERS: tuple[str, ...] = ("preset", "dataset", "device", "seed", "run_dir", "figures_dir")
 CONFIG_FILE = "pipeline.json"
@@ -111,20 +123,6 @@ def check_kernel(kernel_name: str = "python3") -> list[str]:
     return list(spec.argv)
 
 
-def write_kernelspec(jupyter_dir: str | Path, kernel_name: str = "python3") -> Path:
-    """Write ``<jupyter_dir>/kernels/<name>/kernel.json`` running this interpreter; return ``jupyter_dir``.
-
-    Put ``jupyter_dir`` first on ``$JUPYTER_PATH`` to make papermill use this interpreter whatever
-    kernels are registered elsewhere (the tests do this).
-    """
-    folder = Path(jupyter_dir) / "kernels" / kernel_name
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": f"Python 3 ({sys.executable})", "language": "python"}
-    (folder / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
-    return Path(jupyter_dir)
-
-
 # --------------------------------------------------------------------------------------------- one notebook
 def _short_error(exc: BaseException) -> str:
     from papermill.exceptions import PapermillExecutionError
@@ -161,7 +159,8 @@ def run_notebook(path: str | Path, run_dir: str | Path, parameters: Mapping[str,
     start = time.perf_counter()
     try:
         papermill.execute_notebook(str(path), str(output), parameters=passed, kernel_name=kernel_name,
-                                   cwd=str(cwd or path.parent), progress_bar=False, log_output=log_output)
+                                   cwd=str(cwd or path.parent), progress_bar=False, log_output=log_output,
+                                   extra_arguments=list(KERNEL_ARGUMENTS))
     except Exception as exc:  # any failure is reported; the pipeline decides what to do
         record["error"] = _short_error(exc)
     record["seconds"] = round(time.perf_counter() - start, 2)
@@ -178,15 +177,15 @@ def run_notebook(path: str | Path, run_dir: str | Path, parameters: Mapping[str,
 # --------------------------------------------------------------------------------------------- the pipeline
 def default_run_dir(preset: str) -> Path:
     """``runs/<preset>/<YYYYmmdd-HHMMSS>`` (a suffix is added if it exists)."""
-    base = paths.RUNS_DIR / preset / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = paths.runs_dir() / preset / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     candidate, i = base, 1
     while candidate.exists():
         candidate, i = base.with_name(f"{base.name}-{i}"), i + 1
     return candidate
 
 
-def _load_config(run_dir: Path, config: dict[str, Any]) -> None:
-    """Record the run's settings, or check them against those recorded when resuming."""
+def _check_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse a run directory started with other settings (before anything is written to it)."""
     file = run_dir / CONFIG_FILE
     if file.is_file():
         stored = json.loads(file.read_text())
@@ -194,9 +193,15 @@ def _load_config(run_dir: Path, config: dict[str, Any]) -> None:
                    if k in stored and stored.get(k) != config[k]}
         if clashes:
             detail = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in clashes.items())
-            raise ValueError(f"{run_dir} was started with other settings ({detail}); use a new run dir")
-    else:
-        file.write_text(json.dumps(to_jsonable(config), indent=2) + "\n")
+            raise ValueError(f"{run_dir} was started with other settings ({detail}); use a new run dir "
+                             f"or --resume {run_dir}")
+
+
+def _store_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Record the run's settings once (a resumed run keeps the first record)."""
+    file = run_dir / CONFIG_FILE
+    if not file.is_file():
+        atomic_write_text(file, json.dumps(to_jsonable(config), indent=2) + "\n")
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -231,7 +236,106 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_pipeline(preset: str, dataset: str = "digits", device: str = "cpu", run_dir: str | Path | None = None,
+def validate_inputs(preset: str, dataset: str, device: str, run_dir: Path, notebooks: Sequence[Path],
+                    selected: set[str] | None, extra_parameters: Mapping[str, Any]) -> str:
+    """Check every input before any work; return where the dataset comes from.
+
+    Raises a ``ValueError`` (one line naming the problem and the fix) for an unknown preset, dataset or
+    device, a run directory that is a file, a ``-p`` name no selected notebook declares, a
+    ``checkpoint`` that does not exist, an ``overrides`` entry naming an unknown stage or field, and a
+    dataset that cannot be loaded offline.
+    """
+    get_preset(preset)
+    if dataset not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASET_NAMES)}")
+    if str(device) != "auto":
+        resolve_device(device)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run dir {run_dir} is a file; pass a directory (or omit --run-dir)")
+    chosen = [p for p in notebooks if selected is None or notebook_number(p) in selected]
+    declared = set().union(*(declared_parameters(p) for p in chosen)) if chosen else set()
+    unknown = sorted(set(extra_parameters) - declared)
+    if unknown:
+        raise ValueError(f"-p {', '.join(unknown)}: no notebook to run declares such a parameter; declared: "
+                         f"{', '.join(sorted(declared - set(COMMON_PARAMETERS)))}")
+    checkpoint = extra_parameters.get("checkpoint")
+    if checkpoint:
+        candidates = [Path(checkpoint).expanduser()]
+        if not candidates[0].is_absolute():
+            candidates.insert(0, run_dir / candidates[0])
+        if not any(c.is_file() for c in candidates):
+            raise ValueError(f"-p checkpoint={checkpoint}: no such file (looked in "
+                             f"{', '.join(map(str, candidates))}); pass an existing state dict")
+    check_overrides(extra_parameters.get("overrides"))
+    source = check_available(dataset)
+    if source.startswith("a download") and not os.environ.get("GROSS_ALLOW_DOWNLOAD"):
+        raise ValueError(f"dataset {dataset!r} is not on this machine: it would need {source}. "
+                         "Set GROSS_ALLOW_DOWNLOAD=1 to let torchvision download it")
+    return source
+
+
+class _ProgressFollower(threading.Thread):
+    """Follows the notebooks' progress file and prints each event: one line per event off a terminal,
+    a line redrawn in place on a terminal."""
+
+    def __init__(self, path: Path, say: Callable[[str], None], label: Callable[[], str]) -> None:
+        super().__init__(daemon=True)
+        self.path, self.say, self.label = path, say, label
+        self.stop_event = threading.Event()
+        self.tty = sys.stdout.isatty()
+
+    def run(self) -> None:
+        offset = 0
+        while not self.stop_event.wait(0.5):
+            try:
+                with open(self.path) as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                    offset = fh.tell()
+            except OSError:
+                continue
+            for line in chunk.splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                text = _describe_event(event)
+                if text is None:
+                    continue
+                if self.tty and event.get("kind") == "bar" and not event.get("final"):
+                    sys.stdout.write(f"\r\033[K  [{self.label()}] {text}")
+                    sys.stdout.flush()
+                elif event.get("kind") == "note" or not self.tty and event.get("final"):
+                    if self.tty:
+                        sys.stdout.write("\r\033[K")
+                    self.say(f"  [{self.label()}] {text}")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=2.0)
+        if self.tty:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
+
+
+def _describe_event(event: Mapping[str, Any]) -> str | None:
+    if event.get("kind") == "note":
+        return str(event.get("message", ""))
+    if event.get("kind") == "bar":
+        total = event.get("total")
+        count = f"{event.get('n')}/{total}" if total else str(event.get("n"))
+        post = "; ".join(f"{k} {v}" for k, v in (event.get("postfix") or {}).items())
+        return f"{event.get('desc', '')}: {count}" + (f" ({post})" if post else "")
+    return None
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues the run in ``run_dir``."""
+    return f"{Path(sys.executable).name} -m grosslib.pipeline --resume {run_dir}"
+
+
+def run_pipeline(preset: str, dataset: str | None = None, device: str = "cpu",
+                 run_dir: str | Path | None = None,
                  only: Iterable[str | int] | str | None = None, *, seed: int = 0,
                  figures_dir: str | Path | None = None, notebooks_dir: str | Path | None = None,
                  extra_parameters: Mapping[str, Any] | None = None, kernel_name: str = "python3",
@@ -239,14 +343,16 @@ def run_pipeline(preset: str, dataset: str = "digits", device: str = "cpu", run_
                  echo: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run the notebooks in order into ``run_dir``; return (and write) the summary.
 
-    Notebooks with a ``NN.done.json`` marker in ``run_dir`` are skipped (status ``'skipped'``)
-    unless ``force``. ``only`` restricts which notebooks may run. Execution stops at the first
-    failure (status ``'failed'``, later ones ``'not run'``); the summary's ``status`` is ``'ok'``
-    or ``'failed'`` and ``failed`` names the notebook. ``echo=None`` silences progress output.
+    Every input is checked first (:func:`validate_inputs`): nothing is written for a bad one.
+    ``dataset`` None means the preset's. Notebooks with a ``NN.done.json`` marker in ``run_dir`` are
+    skipped (status ``'skipped'``) unless ``force``. ``only`` restricts which notebooks may run.
+    Execution stops at the first failure (status ``'failed'``, later ones ``'not run'``); the summary's
+    ``status`` is ``'ok'``, ``'failed'`` (``failed`` names the notebook) or ``'interrupted'`` (Ctrl-C or
+    SIGTERM: the summary so far is written and the resume command printed). Progress of the running
+    notebook (stage, epoch, loss) is printed as it happens; ``echo=None`` silences all output.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     say = echo or (lambda _msg: None)
+    dataset = dataset or get_preset(preset).dataset
     check_kernel(kernel_name)
     notebooks = discover_notebooks(notebooks_dir)
     selected = normalise_only(only)
@@ -255,58 +361,92 @@ def run_pipeline(preset: str, dataset: str = "digits", device: str = "cpu", run_
         if unknown:
             raise ValueError(f"--only names notebooks that do not exist: {sorted(unknown)}")
     run_path = (Path(run_dir) if run_dir else default_run_dir(preset)).expanduser().resolve()
-    run_path.mkdir(parents=True, exist_ok=True)
+    source = validate_inputs(preset, dataset, device, run_path, notebooks, selected, extra_parameters or {})
     figures_path = Path(figures_dir).expanduser().resolve() if figures_dir else run_path / "figures"
     config = {"preset": preset, "dataset": dataset, "device": device, "seed": seed,
               "figures_dir": str(figures_path), "extra_parameters": dict(extra_parameters or {}),
               "notebooks_dir": str(Path(notebooks_dir).resolve() if notebooks_dir else paths.NOTEBOOKS_DIR),
               "created": _dt.datetime.now().isoformat(timespec="seconds")}
-    _load_config(run_path, config)
+    _check_config(run_path, config)
+    run_path.mkdir(parents=True, exist_ok=True)
+    _store_config(run_path, config)
     parameters = {"preset": preset, "dataset": dataset, "device": device, "seed": seed,
                   "run_dir": str(run_path), "figures_dir": str(figures_path), **(extra_parameters or {})}
     say(f"run dir: {run_path}")
+    say(f"preset {preset}, dataset {dataset} ({source}), device {device}, seed {seed}")
     records: list[dict[str, Any]] = []
     failed: dict[str, Any] | None = None
+    interrupted: str | None = None
+    current = {"label": ""}
+    progress_file = run_path / "progress.jsonl"
+    follower = _ProgressFollower(progress_file, say, lambda: current["label"]) if echo else None
+    previous_env = os.environ.get(PROGRESS_FILE_ENV)
+    os.environ[PROGRESS_FILE_ENV] = str(progress_file)
+    if follower:
+        progress_file.touch()
+        with open(progress_file) as fh:          # follow from the end: earlier runs' events are old news
+            fh.seek(0, os.SEEK_END)
+        follower.start()
     start = time.perf_counter()
-    for path in notebooks:
-        number = notebook_number(path)
-        marker = marker_path(run_path, number)
-        base = {"notebook": path.stem, "number": number, "executed": str(run_path / path.name),
-                "seconds": None, "key_metrics": {}, "error": None}
-        if marker.is_file() and not force:
-            done = json.loads(marker.read_text())
-            records.append({**base, **{k: done.get(k) for k in ("executed", "seconds", "metrics_file")},
-                            "key_metrics": done.get("key_metrics", {}), "status": "skipped"})
-            say(f"[{number}] {path.stem}: done earlier, skipped")
-            continue
-        if failed is not None or (selected is not None and number not in selected):
-            records.append({**base, "status": "not run"})
-            continue
-        say(f"[{number}] {path.stem}: running ...")
-        marker.unlink(missing_ok=True)
-        record = run_notebook(path, run_path, parameters, kernel_name=kernel_name,
-                              cwd=path.parent, log_output=log_output)
-        if record["status"] == "ok":
-            finished = _dt.datetime.now().isoformat(timespec="seconds")
-            marker.write_text(json.dumps(to_jsonable({**record, "finished": finished}), indent=2) + "\n")
-            say(f"[{number}] {path.stem}: ok in {record['seconds']:.1f} s")
+    try:
+        for path in notebooks:
+            number = notebook_number(path)
+            marker = marker_path(run_path, number)
+            base = {"notebook": path.stem, "number": number, "executed": str(run_path / path.name),
+                    "seconds": None, "key_metrics": {}, "error": None}
+            if marker.is_file() and not force:
+                done = json.loads(marker.read_text())
+                records.append({**base, **{k: done.get(k) for k in ("executed", "seconds", "metrics_file")},
+                                "key_metrics": done.get("key_metrics", {}), "status": "skipped"})
+                say(f"[{number}] {path.stem}: done earlier, skipped")
+                continue
+            stopped = failed is not None or interrupted is not None
+            if stopped or (selected is not None and number not in selected):
+                records.append({**base, "status": "not run"})
+                continue
+            say(f"[{number}] {path.stem}: running ...")
+            current["label"] = number
+            marker.unlink(missing_ok=True)
+            try:
+                record = run_notebook(path, run_path, parameters, kernel_name=kernel_name,
+                                      cwd=path.parent, log_output=log_output)
+            except KeyboardInterrupt:
+                interrupted = path.stem
+                records.append({**base, "status": "interrupted"})
+                continue
+            if record["status"] == "ok":
+                finished = _dt.datetime.now().isoformat(timespec="seconds")
+                atomic_write_text(marker, json.dumps(to_jsonable({**record, "finished": finished}), indent=2)
+                                  + "\n")
+                say(f"[{number}] {path.stem}: ok in {record['seconds']:.1f} s")
+            else:
+                failed = record
+                say(f"[{number}] {path.stem}: FAILED after {record['seconds']:.1f} s: {record['error']}\n"
+                    f"    executed copy: {record['executed']}")
+            records.append({k: v for k, v in record.items() if k not in ("metrics", "parameters")})
+    finally:
+        if follower:
+            follower.stop()
+        if previous_env is None:
+            os.environ.pop(PROGRESS_FILE_ENV, None)
         else:
-            failed = record
-            say(f"[{number}] {path.stem}: FAILED after {record['seconds']:.1f} s: {record['error']}\n"
-                f"    executed copy: {record['executed']}")
-        records.append({k: v for k, v in record.items() if k not in ("metrics", "parameters")})
-    summary = {"run_dir": str(run_path), "preset": preset, "dataset": dataset, "device": device, "seed": seed,
-               "figures_dir": str(figures_path), "status": "failed" if failed else "ok",
-               "failed": failed["notebook"] if failed else None,
+            os.environ[PROGRESS_FILE_ENV] = previous_env
+    status = "interrupted" if interrupted else ("failed" if failed else "ok")
+    summary = {"run_dir": str(run_path), "preset": preset, "dataset": dataset, "dataset_source": source,
+               "device": device, "seed": seed, "figures_dir": str(figures_path), "status": status,
+               "failed": failed["notebook"] if failed else None, "interrupted": interrupted,
                "seconds": round(time.perf_counter() - start, 2), "notebooks": records}
-    (run_path / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+    atomic_write_text(run_path / "summary.json", json.dumps(to_jsonable(summary), indent=2) + "\n")
     table = format_summary(summary)
-    (run_path / "summary.md").write_text(table)
+    atomic_write_text(run_path / "summary.md", table)
     say("\n" + table)
     if failed:
         say(f"FAILED: notebook {failed['notebook']} ({failed['error']}); "
-            f"executed copy: {failed['executed']}; earlier stages are kept in {run_path} "
-            f"(resume with --resume {run_path})")
+            f"executed copy: {failed['executed']}; earlier stages are kept in {run_path}; after fixing the "
+            f"cause, resume with: {resume_command(run_path)}")
+    if interrupted:
+        say(f"INTERRUPTED during {interrupted}: finished notebooks and every finished training epoch are "
+            f"kept in {run_path}; resume with: {resume_command(run_path)}")
     return summary
 
 
@@ -317,7 +457,8 @@ def refresh_committed_notebooks(only: Iterable[str | int] | str | None = None, *
     """Re-execute notebooks in place with their default parameters (the outputs committed to git).
 
     Uses nbclient without timing metadata so that the stored notebooks only change where their
-    outputs do. Figures go to :func:`grosslib.paths.figures_dir`, metrics to ``runs/interactive``.
+    outputs do; plots are embedded inline. Figures go to :func:`grosslib.paths.figures_dir`, metrics to
+    ``runs/interactive``.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -332,6 +473,7 @@ def refresh_committed_notebooks(only: Iterable[str | int] | str | None = None, *
             echo(f"executing {path} in place ...")
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, kernel_name=kernel_name, timeout=None, record_timing=False,
+                       extra_arguments=list(KERNEL_ARGUMENTS),
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         nb.metadata.pop("papermill", None)
         for cell in nb.cells:
@@ -358,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="python -m grosslib.pipeline", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=PRESETS, help="experiment size (required unless --resume)")
-    parser.add_argument("--dataset", choices=DATASETS, help="dataset (default digits)")
+    parser.add_argument("--preset", help=f"{' | '.join(preset_names())} (required unless --resume)")
+    parser.add_argument("--dataset", help=f"{' | '.join(DATASETS)} (default: the preset's)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
     parser.add_argument("--seed", type=int, help="seed passed to every notebook (default 0)")
     where = parser.add_mutually_exclusive_group()
@@ -379,10 +521,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m grosslib.pipeline``: exit 0 when every notebook ran, 1 on a failure, 2 on misuse."""
+    """``python -m grosslib.pipeline``: exit 0 when every notebook ran, 1 on a failure, 2 on misuse, 130
+    when interrupted (Ctrl-C or SIGTERM: the summary so far and the resume command are printed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)   # SIGTERM stops like Ctrl-C
     try:
         if args.refresh_committed:
             refresh_committed_notebooks(args.only, notebooks_dir=args.notebooks_dir, kernel_name=args.kernel)
@@ -396,16 +544,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return value if value is not None else stored.get(key, default)
 
         summary = run_pipeline(
-            preset, pick(args.dataset, "dataset", "digits"), pick(args.device, "device", "cpu"),
+            preset, pick(args.dataset, "dataset", None), pick(args.device, "device", "cpu"),
             args.resume or args.run_dir, args.only, seed=pick(args.seed, "seed", 0),
             figures_dir=pick(args.figures_dir, "figures_dir", None),
             notebooks_dir=pick(args.notebooks_dir, "notebooks_dir", None),
             extra_parameters={**stored.get("extra_parameters", {}), **dict(args.params)},
             kernel_name=args.kernel, force=args.force, log_output=args.log_output)
     except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
-    return 0 if summary["status"] == "ok" else 1
+    except KeyboardInterrupt:
+        where = args.resume or args.run_dir
+        hint = f"; resume with: {resume_command(Path(where).resolve())}" if where else ""
+        print(f"interrupted{hint}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return {"ok": 0, "interrupted": 130}.get(summary["status"], 1)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ bitwise comparison does; forward hooks on GroSS layers are bypassed by the share
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,15 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data import Split, normalize
 from .macs import config_params, mac_table
-from .models import config_name, decomposed_layers, get_config, search_space, set_config
+from .models import config_name, decomposed_layers, get_config, normalize, search_space, set_config
 from .series import GroSSConv2d
 
-__all__ = ["evaluate_all", "pareto_front", "select", "select_top", "segment_network"]
+__all__ = ["evaluate_all", "pareto_front", "segment_network", "select", "select_top", "select_under_budgets"]
 
 Config = tuple[int, ...]
-Data = Split | tuple[Tensor, Tensor]
+Data = Any          # a grosslib.data.Split (anything with .images and .labels) or an (images, labels) tuple
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
 
@@ -50,7 +49,7 @@ Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
 
 def _unpack(data: Data) -> tuple[Tensor, Tensor]:
-    if isinstance(data, Split):
+    if hasattr(data, "images") and hasattr(data, "labels"):
         return data.images, data.labels
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
@@ -241,7 +240,7 @@ def evaluate_all(net: nn.Module, data: Data, configs: Sequence[Sequence[int]] | 
         direct children (:func:`grosslib.models.decompose` of PaperNet). Evaluated in eval mode under
         ``torch.inference_mode``; its modes and active configuration are restored afterwards.
     data : a :class:`grosslib.data.Split` or an ``(images N x C x H x W, labels N)`` tuple. uint8 images
-        are normalised per batch with ``mean`` / ``std`` (:func:`grosslib.data.normalize`, then cast to the
+        are normalised per batch with ``mean`` / ``std`` (:func:`grosslib.models.normalize`, then cast to the
         network's dtype); float images are used as they are.
     configs : configurations to evaluate (any subset, any order); default :func:`search_space` (all).
     shared_prefix : share the computation of common configuration prefixes (see the module docstring);
@@ -402,3 +401,24 @@ def select(df: pd.DataFrame, *, max_macs: float | None = None, budget_config: Se
            score: str = "accuracy") -> pd.Series:
     """The best row within a MAC budget: :func:`select_top` with ``k=1``, as a Series."""
     return select_top(df, max_macs=max_macs, budget_config=budget_config, score=score, k=1).iloc[0]
+
+
+def select_under_budgets(evaluations: pd.DataFrame, budgets: Mapping[int, Sequence[int]],
+                         k: int = 2) -> pd.DataFrame:
+    """The ``k`` most accurate configurations within the MACs of each budget configuration.
+
+    ``evaluations``: :meth:`Experiment.evaluate_configs`' table (config, name, macs, accuracy).
+    ``budgets``: ``{label: configuration}``, e.g. the fixed-4 and fixed-16 configurations. Ranking as in
+    :func:`grosslib.search.select_top` (accuracy, then fewer MACs, then the smaller configuration).
+    Rows: budget, budget config, budget macs, rank (1..k), config, name, macs, accuracy.
+    """
+    frames = []
+    for label, config in budgets.items():
+        target = tuple(int(s) for s in config)
+        top = select_top(evaluations, budget_config=target, k=k)
+        budget_macs = int(evaluations.loc[evaluations["config"].map(tuple) == target, "macs"].iloc[0])
+        frames.append(pd.DataFrame({"budget": label, "budget config": [target] * len(top),
+                                    "budget macs": budget_macs, "rank": range(1, len(top) + 1),
+                                    "config": [tuple(c) for c in top["config"]], "name": list(top["name"]),
+                                    "macs": list(top["macs"]), "accuracy": list(top["accuracy"])}))
+    return pd.concat(frames, ignore_index=True)

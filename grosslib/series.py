@@ -11,6 +11,7 @@ and at group size ``s_k`` runs the bottleneck with ``P = sum_{i<=k} p_i``, ``Q =
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,13 +62,14 @@ class GroSSConv2d(nn.Module):
         super().__init__()
         template = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                              dilation=dilation, padding_mode=padding_mode, bias=bias, device="meta")
-        sizes = tuple(int(s) for s in group_sizes)
+        group_sizes = tuple(group_sizes)
+        for s in group_sizes:  # before any conversion: int(True) or int(2.5) would pass silently
+            check_group_size(in_channels, s, "group size")
+        sizes = tuple(operator.index(s) for s in group_sizes)
         if not sizes:
             raise ValueError("group_sizes is empty")
         if tuple(sorted(set(sizes))) != sizes:
             raise ValueError(f"group sizes must be distinct and ascending, got {list(group_sizes)}")
-        for s in sizes:
-            check_group_size(in_channels, s, "group size")
         for small, large in zip(sizes, sizes[1:]):
             if large % small:
                 raise ValueError(f"group size {small} does not divide {large}: "
@@ -100,9 +102,10 @@ class GroSSConv2d(nn.Module):
         if group_sizes is None:
             sizes = default_group_sizes(conv.in_channels)
         else:
-            sizes = tuple(sorted(int(s) for s in group_sizes))
-        for s in sizes:
-            check_group_size(conv.in_channels, s, "group size")
+            group_sizes = tuple(group_sizes)
+            for s in group_sizes:
+                check_group_size(conv.in_channels, s, "group size")
+            sizes = tuple(sorted(operator.index(s) for s in group_sizes))
         results = btd_series(conv.weight.detach(), sizes, **btd_options)
         return cls.from_btd(conv, results)
 
@@ -150,7 +153,8 @@ class GroSSConv2d(nn.Module):
             return self._group_size
         if group_size not in self.group_sizes:
             raise ValueError(f"group size {group_size!r} is not in this layer's series {self.group_sizes}")
-        return int(group_size)
+        check_group_size(self.in_channels, group_size, "group size")  # True == 1, 2.0 == 2: reject like psi
+        return operator.index(group_size)
 
     # ------------------------------------------------------------------ weights and forward
     def weights(self, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

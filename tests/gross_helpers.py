@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 import gzip
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from grosslib import GroSSConv2d
+from grosslib.data import Split, iterate_batches, num_batches
 
 
 def random_gross(net: nn.Module, names: Sequence[str] = ("conv2", "conv3", "conv4"), seed: int = 0,
@@ -59,3 +60,65 @@ def write_fashion_idx(
         else:
             (folder / stem).write_bytes(raw)
     return arrays
+
+
+class BatchLoader:
+    """Re-iterable :func:`iterate_batches`; each epoch draws fresh randomness from ``generator``."""
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: bool,
+        flip: bool,
+        mean: Sequence[float] | Tensor,
+        std: Sequence[float] | Tensor,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        pad: int = 2,
+        channels_last: bool = False,
+    ) -> None:
+        self.split = split
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.generator = generator
+        self._kwargs = dict(
+            shuffle=shuffle,
+            augment=augment,
+            flip=flip,
+            mean=mean,
+            std=std,
+            drop_last=drop_last,
+            pad=pad,
+            channels_last=channels_last,
+        )
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iterate_batches(self.split, self.batch_size, generator=self.generator, **self._kwargs)
+
+    def __len__(self) -> int:
+        return num_batches(len(self.split), self.batch_size, self.drop_last)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conventional per-sample pipeline (speed baseline only)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def write_kernelspec(jupyter_dir: str | Path, kernel_name: str = "python3") -> Path:
+    """Write ``<jupyter_dir>/kernels/<name>/kernel.json`` running this interpreter; return ``jupyter_dir``.
+
+    Put ``jupyter_dir`` first on ``$JUPYTER_PATH`` to make papermill use this interpreter whatever
+    kernels are registered elsewhere.
+    """
+    import json
+    import sys
+
+    folder = Path(jupyter_dir) / "kernels" / kernel_name
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python 3 ({sys.executable})", "language": "python"}
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
+    return Path(jupyter_dir)

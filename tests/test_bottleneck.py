@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import btd_reconstruct_ref, conv_like, make_conv, randn, sequential_ref
+from reference import (
+    bottleneck_weights_ref,
+    btd_reconstruct_ref,
+    conv_like,
+    grouped_conv_ref,
+    make_conv,
+    randn,
+    sequential_ref,
+)
 from torch import nn
 
 from grosslib import Bottleneck, btd
@@ -166,11 +174,25 @@ def test_bottleneck_rejects_bad_convs():
         Bottleneck(bad_bias, result)
 
 
-def test_bottleneck_matches_torch_grouped_conv_reference():
-    """The middle conv really is a grouped conv: it equals F.conv2d with the same groups."""
-    conv = make_conv(8, 12, (3, 3), 1, 1, 1, False, seed=9)
-    module = Bottleneck(conv, btd(conv.weight, 3, **FAST))
-    x = randn(1, 12, 6, 6, seed=10)
-    y = F.conv2d(x, module[0].weight)
-    expected = F.conv2d(y, module[1].weight, padding=1, groups=4)
-    torch.testing.assert_close(module[1](y), expected, rtol=0, atol=0)
+@pytest.mark.parametrize("u,t,s,kernel,stride,padding,dilation,bias", GEOMETRIES[1:10:2])
+def test_bottleneck_matches_block_diagonal_reference(u, t, s, kernel, stride, padding, dilation, bias):
+    """The middle conv really is a grouped conv: it equals the dense conv with the block-diagonal weight
+    built by loops from the BTD's cores (tests/reference.py), and so does the whole bottleneck."""
+    conv = make_conv(u, t, kernel, stride, padding, dilation, bias, seed=9)
+    result = orthonormalize_blocks(btd(conv.weight, s, **FAST))
+    first, grouped, last = bottleneck_weights_ref(result.cores, result.out_factors, result.in_factors)
+    module = Bottleneck(conv, result)
+    for param, expected in zip((m.weight for m in module), (first, grouped, last)):
+        torch.testing.assert_close(param.detach(), expected, rtol=0, atol=1e-12)
+    x = randn(2, t, 9, 7, seed=10)
+    y = F.conv2d(x, first)
+    with torch.no_grad():
+        expected = grouped_conv_ref(y, grouped, t // s, stride=conv.stride, padding=conv.padding,
+                                    dilation=conv.dilation)
+        torch.testing.assert_close(module[1](module[0](x)), expected, rtol=0, atol=1e-10)
+        full = sequential_ref(x, first, grouped, last, conv.bias, conv)
+        torch.testing.assert_close(module(x), full, rtol=0, atol=1e-10)
+    if s < t:  # the block structure matters: the weight tiled over every input block (no groups) differs
+        dense_ungrouped = F.conv2d(y, grouped.repeat(1, t // s, 1, 1), stride=conv.stride,
+                                   padding=conv.padding, dilation=conv.dilation)
+        assert not torch.allclose(dense_ungrouped, expected, atol=1e-6)

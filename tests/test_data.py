@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 import torchvision.datasets.cifar
 import torchvision.datasets.mnist
-from gross_helpers import idx_bytes, write_fashion_idx
+from gross_helpers import BatchLoader, idx_bytes, write_fashion_idx
 
 import grosslib.data as data
 from grosslib.data import (
-    BatchLoader,
     DatasetNotFoundError,
     DatasetSplits,
     Split,
@@ -26,7 +25,6 @@ from grosslib.data import (
     load_dataset,
     normalize,
     num_batches,
-    per_sample_dataloader,
     random_crop_flip,
     read_idx,
 )
@@ -462,12 +460,3 @@ def test_batch_loader_and_channels_last() -> None:
     assert all(torch.equal(xa, xb) for (xa, _), (xb, _) in zip(epoch1, again))
 
 
-def test_per_sample_dataloader() -> None:
-    split = _toy_split()
-    plain = per_sample_dataloader(split, 8, False, False, MEAN, STD, shuffle=False)
-    xs = torch.cat([x for x, _ in plain])
-    assert torch.allclose(xs, normalize(split.images, MEAN, STD), atol=1e-6)
-    aug = per_sample_dataloader(split, 8, True, True, MEAN, STD, seed=1)
-    x, y = next(iter(aug))
-    assert x.shape == (8, 3, 12, 12) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert len(aug) == 5

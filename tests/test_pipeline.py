@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
+from gross_helpers import write_kernelspec
 from nbformat.v4 import new_code_cell, new_notebook
 
 from grosslib import pipeline
-from grosslib.pipeline import format_summary, normalise_only, run_notebook, run_pipeline, write_kernelspec
+from grosslib.pipeline import format_summary, normalise_only, run_notebook, run_pipeline
 
 KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
           "language_info": {"name": "python"}}
@@ -138,3 +144,102 @@ def test_run_notebook_reports_missing_metrics(tmp_path: Path, kernel_env: None) 
     record = run_notebook(path, tmp_path / "run", {"run_dir": str(tmp_path / "run"), "preset": "tiny"})
     assert record["status"] == "failed" and "metrics" in record["error"]
     assert record["parameters"] == {"run_dir": str(tmp_path / "run")}
+
+
+# --------------------------------------------------------------------------------------------- bad inputs
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grosslib.pipeline", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--preset", "tiny", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--preset", "tiny", "--device", "gpu0"], "unknown device"),
+    (["--preset", "tiny", "-p", "learning_rate=1"], "-p learning_rate"),
+    (["--preset", "tiny", "-p", "checkpoint=typo.pt"], "checkpoint=typo.pt: no such file"),
+    (["--preset", "tiny", "-p", "overrides={'fine_tune': {'lr': 1}}"], "unknown stage 'fine_tune'"),
+    (["--preset", "tiny", "-p", "overrides={'full': {'learning_rate': 1}}"], "learning_rate"),
+])
+def test_bad_inputs_end_in_one_line_before_any_work(args: list[str], problem: str, tmp_path: Path,
+                                                   kernel_env: None) -> None:
+    run_dir = tmp_path / "run"
+    result = _cli(*args, "--run-dir", str(run_dir))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and problem in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not run_dir.exists()                                   # nothing written: the run dir stays usable
+
+
+def test_cuda_without_a_gpu_is_refused(tmp_path: Path, kernel_env: None) -> None:
+    if torch_cuda_available():
+        pytest.skip("a CUDA device is present")
+    result = _cli("--preset", "tiny", "--device", "cuda", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "CUDA is not available" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        parent = frontier.pop()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == parent and int(entry.name) not in found:
+                found.add(int(entry.name))
+                frontier.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the kernel processes")
+def test_sigterm_stops_the_pipeline_with_a_resume_hint_and_no_kernel_left(tmp_path: Path,
+                                                                           kernel_env: None) -> None:
+    notebooks, run_dir = tmp_path / "notebooks", tmp_path / "run"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_first.ipynb", "pass")
+    write_notebook(notebooks / "02_slow.ipynb", "import time\ntime.sleep(120)")
+    process = subprocess.Popen([sys.executable, "-m", "grosslib.pipeline", "--preset", "tiny", "--run-dir",
+                                str(run_dir), "--notebooks-dir", str(notebooks)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    while not (run_dir / "01.done.json").is_file() or not _children(process.pid):
+        assert process.poll() is None and time.monotonic() < deadline, "the pipeline never reached 02"
+        time.sleep(0.5)
+    time.sleep(3.0)                                              # notebook 02's kernel is sleeping now
+    kernels = _children(process.pid)
+    os.kill(process.pid, signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, out
+    assert "INTERRUPTED during 02_slow" in out and f"--resume {run_dir.resolve()}" in out
+    assert "Traceback" not in out
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in kernels) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(pid) for pid in kernels), "a notebook kernel outlived the pipeline"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["interrupted"] == "02_slow"
+    assert (run_dir / "01.done.json").is_file() and not (run_dir / "02.done.json").exists()

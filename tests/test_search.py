@@ -114,6 +114,118 @@ def test_generic_sequential_float_input_is_exact() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# channels_last (the layout the experiments evaluate in)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def normalize_by_hand(images: torch.Tensor) -> torch.Tensor:
+    """``(x / 255 - mean) / std`` in float64, then float32: independent of grosslib's normalisation."""
+    mean = torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    return ((images.double() / 255.0 - mean) / std).float().contiguous()
+
+
+def plain_loop(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
+               configs: list[tuple[int, ...]]) -> tuple[list[int], list[float], list[torch.Tensor], float]:
+    """Per configuration: set_config, one forward of the whole (contiguous NCHW) set; plus the smallest
+    top-1 / top-2 logit margin, so that asking for identical predictions is well posed."""
+    correct, losses, predictions, margin = [], [], [], float("inf")
+    original = get_config(model)
+    try:
+        for config in configs:
+            set_config(model, config)
+            with torch.no_grad():
+                logits = model(x.clone())
+            top2 = logits.double().topk(2, dim=1).values
+            margin = min(margin, float((top2[:, 0] - top2[:, 1]).min()))
+            predictions.append(logits.argmax(1))
+            correct.append(int((logits.argmax(1) == labels).sum()))
+            losses.append(F.cross_entropy(logits.double(), labels).item())
+    finally:
+        set_config(model, original)
+    return correct, losses, predictions, margin
+
+
+def record_layouts(model: nn.Module) -> tuple[list[tuple[int, bool]], torch.utils.hooks.RemovableHandle]:
+    """Record ``(batch size, input is channels_last and not NCHW-contiguous)`` at the model's first child."""
+    seen: list[tuple[int, bool]] = []
+    first = next(iter(model.children()))
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0]
+        seen.append((len(x), x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()))
+    handle = first.register_forward_pre_hook(hook)
+    return seen, handle
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False], ids=["shared", "naive"])
+def test_channels_last_matches_a_plain_loop_and_nchw(net: nn.Module, shared_prefix: bool) -> None:
+    configs = random.Random(2).sample(search_space(net), 12) + [(1, 1, 1), (32, 32, 64)]
+    images, labels = random_images(37, seed=11)  # 37 = 2 full batches of 16 and a last one of 5
+    options = dict(configs=configs, batch_size=16, mean=MEAN, std=STD, progress=False,
+                   return_predictions=True, shared_prefix=shared_prefix)
+    seen, handle = record_layouts(net)
+    try:
+        df, predictions = evaluate_all(net, Split(images, labels), channels_last=True, **options)
+        layouts_cl = [flag for n, flag in seen if n > 1]  # n == 1: mac_table's pass on one zero image
+        seen.clear()
+        nchw = evaluate_all(net, Split(images, labels), channels_last=False, **options)
+        layouts_nchw = [flag for n, flag in seen if n > 1]
+    finally:
+        handle.remove()
+    # the mode really is applied: every batch the network sees is NHWC (and only with channels_last)
+    evals = 3 if shared_prefix else 3 * len(configs)
+    assert layouts_cl == [True] * evals and layouts_nchw == [False] * evals
+
+    correct, losses, plain_predictions, margin = plain_loop(net, normalize_by_hand(images), labels, configs)
+    assert margin > 1e-4  # no near-ties: last-bit differences between layouts cannot flip a prediction
+    assert df["config"].tolist() == configs
+    assert df["correct"].tolist() == correct
+    np.testing.assert_allclose(df["accuracy"], np.array(correct) / 37, rtol=0, atol=0)
+    np.testing.assert_allclose(df["loss"], losses, rtol=1e-5, atol=1e-7)
+    for config, expected in zip(configs, plain_predictions):
+        assert torch.equal(predictions[config], expected), config
+    # and the same as the NCHW evaluation: identical predictions, the same numbers up to rounding
+    df_nchw, pred_nchw = nchw
+    assert list(pred_nchw) == list(predictions)
+    assert all(torch.equal(predictions[c], pred_nchw[c]) for c in configs)
+    pd.testing.assert_frame_equal(df.drop(columns="loss"), df_nchw.drop(columns="loss"), check_exact=True)
+    np.testing.assert_allclose(df["loss"], df_nchw["loss"], rtol=1e-5, atol=1e-7)
+    # the comparison has teeth: the configurations disagree with each other
+    assert df["loss"].nunique() == len(configs) and len({tuple(p.tolist()) for p in predictions.values()}) > 3
+
+
+def test_channels_last_shared_equals_naive(net: nn.Module) -> None:
+    """Both paths see the same NHWC batches and run the same ops: bitwise identical results."""
+    configs = random.Random(3).sample(search_space(net), 20)
+    options = dict(configs=configs, batch_size=8, mean=MEAN, std=STD, progress=False,
+                   return_predictions=True, channels_last=True)
+    data = random_images(20, seed=12)
+    shared = evaluate_all(net, data, **options)
+    assert_identical(shared, evaluate_all(net, data, shared_prefix=False, **options))
+    assert shared[0]["loss"].nunique() == len(configs)
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False], ids=["shared", "naive"])
+def test_channels_last_generic_sequential_float_input(shared_prefix: bool) -> None:
+    """An empty prefix, an empty segment and a GroSS subclass with its own forward, in NHWC."""
+    model = tiny_net()
+    images = torch.randn(15, 4, 9, 11, generator=torch.Generator().manual_seed(13))
+    labels = torch.randint(0, 5, (15,), generator=torch.Generator().manual_seed(14))
+    configs = search_space(model)
+    options = dict(batch_size=6, progress=False, return_predictions=True, shared_prefix=shared_prefix)
+    df, predictions = evaluate_all(model, (images, labels), channels_last=True, **options)
+    df_nchw, pred_nchw = evaluate_all(model, (images, labels), channels_last=False, **options)
+    correct, losses, plain_predictions, margin = plain_loop(model, images.contiguous(), labels, configs)
+    assert margin > 1e-4
+    assert df["correct"].tolist() == correct == df_nchw["correct"].tolist()
+    np.testing.assert_allclose(df["loss"], losses, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(df["loss"], df_nchw["loss"], rtol=1e-5, atol=1e-7)
+    for config, expected in zip(configs, plain_predictions):
+        assert torch.equal(predictions[config], expected) and torch.equal(pred_nchw[config], expected), config
+    assert df["loss"].nunique() == len(configs)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The results table and the sharing itself
 # ---------------------------------------------------------------------------------------------------------
 

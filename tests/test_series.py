@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from reference import (
@@ -21,6 +22,7 @@ from torch import nn
 
 from grosslib import Bottleneck, GroSSConv2d, btd_series, default_group_sizes
 from grosslib.bottleneck import orthonormalize_blocks
+from grosslib.psi import psi
 
 FAST = dict(tol=1e-8, max_iter=8)
 
@@ -345,3 +347,63 @@ def test_constructor_rejects_bad_sizes():
         GroSSConv2d(8, 8, 3, (4, 2))
     with pytest.raises(ValueError, match="does not divide"):
         GroSSConv2d(12, 8, 3, (2, 3))
+
+
+# ------------------------------------------------------------------------- group sizes: integers only
+NOT_INTEGERS = [True, False, 2.0, 2.5, "2", np.float64(2.0), np.True_]
+
+
+@pytest.mark.parametrize("bad", NOT_INTEGERS, ids=repr)
+def test_constructor_and_from_conv_reject_non_integer_sizes(bad):
+    """Like psi (check_group_size): bools, floats (even integral ones) and strings are not group sizes."""
+    with pytest.raises(ValueError, match="positive integer"):
+        GroSSConv2d(8, 8, 3, (bad, 4))
+    with pytest.raises(ValueError, match="positive integer"):
+        GroSSConv2d(8, 8, 3, (bad,))
+    with pytest.raises(ValueError, match="positive integer"):
+        GroSSConv2d.from_conv(make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0), (bad, 4), **FAST)
+    with pytest.raises(ValueError, match="positive integer"):
+        psi(randn(8, 1, 3, 3, seed=0), 1, bad)  # the same rule as psi's
+
+
+@pytest.mark.parametrize("bad", NOT_INTEGERS, ids=repr)
+def test_active_size_rejects_non_integer_sizes(bad):
+    """``True == 1`` and ``2.0 == 2`` must not select sizes 1 and 2 (setter, forward, weights, costs)."""
+    layer = GroSSConv2d(8, 8, 3, (1, 2, 8), padding=1, dtype=torch.float64)
+    layer.group_size = 2
+    x = randn(1, 8, 4, 4, seed=0)
+    with pytest.raises(ValueError, match="positive integer|not in this layer's series"):
+        layer.group_size = bad
+    assert layer.group_size == 2
+    for call in (lambda: layer(x, bad), lambda: layer.weights(bad), lambda: layer.to_bottleneck(bad),
+                 lambda: layer.macs(bad, (4, 4)), lambda: layer.num_params(bad)):
+        with pytest.raises(ValueError, match="positive integer|not in this layer's series"):
+            call()
+
+
+@pytest.mark.parametrize("bad", [True, 2.0, np.float64(2.0)], ids=repr)
+def test_values_equal_to_a_member_size_name_the_integer_rule(bad):
+    layer = GroSSConv2d(8, 8, 3, (1, 2, 8))
+    assert bad in layer.group_sizes  # the membership test alone would accept it
+    with pytest.raises(ValueError, match="positive integer"):
+        layer.group_size = bad
+
+
+@pytest.mark.parametrize("valid", [2, np.int64(2), np.int32(2), torch.tensor(2)], ids=repr)
+def test_integer_sizes_still_work(valid):
+    conv = make_conv(8, 8, (3, 3), 1, 1, 1, True, seed=0)
+    layer = GroSSConv2d.from_conv(conv, (1, valid, 8), **FAST)
+    assert layer.group_sizes == (1, 2, 8) and all(type(s) is int for s in layer.group_sizes)
+    built = GroSSConv2d(8, 8, 3, [1, valid], padding=1, dtype=torch.float64)
+    assert built.group_sizes == (1, 2) and type(built.group_sizes[1]) is int
+    layer.group_size = valid
+    assert layer.group_size == 2 and type(layer.group_size) is int
+    x = randn(1, 8, 5, 5, seed=1)
+    with torch.no_grad():
+        expected = layer(x, 2)
+        torch.testing.assert_close(layer(x, valid), expected, rtol=0, atol=0)
+        torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(layer.to_bottleneck(valid)(x), expected, rtol=0, atol=1e-12)
+    assert layer.macs(valid, (5, 5)) == layer.macs(2, (5, 5))
+    assert layer.num_params(valid) == layer.num_params(2)
+    assert not torch.allclose(expected, layer(x, 8).detach())  # size 2 really was selected, not 8

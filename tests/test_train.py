@@ -361,14 +361,20 @@ def test_presets():
     assert all(c.batch_size == 128 for c in study.values()) and study["full"].max_grad_norm is None
 
 
-def test_resolve_device():
-    auto = resolve_device()
-    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+@pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (True, False, "cuda"),
+                                                (False, True, "mps"), (False, False, "cpu")])
+def test_resolve_device(monkeypatch, cuda, mps, expected):
+    """Auto picks CUDA, then MPS, then CPU; an explicit device is kept if available, refused if not."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device() == torch.device(expected)
     assert resolve_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        assert auto.type in ("cpu", "mps")
-        with pytest.raises(ValueError, match="CUDA"):
-            resolve_device("cuda")
+    for name, available in (("cuda", cuda), ("mps", mps)):
+        if available:
+            assert resolve_device(name) == torch.device(name)
+        else:
+            with pytest.raises(ValueError, match=name.upper()):
+                resolve_device(name)
 
 
 def test_evaluate_restores_mode(papernet, data):

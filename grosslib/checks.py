@@ -1,223 +1,26 @@
-"""Helpers for the numbered notebooks: run directories, metrics files, presets, and the checks of 01-02.
+"""The checks behind notebooks 01-02: a BTD is a bottleneck (Table 1), Psi, the series, gradients, eq. 8.
 
-Every notebook resolves its ``run_dir`` / ``figures_dir`` parameters with :func:`resolve_run_dir` and
-:func:`resolve_figures_dir`, and ends by calling :func:`write_metrics`, which writes
-``<run_dir>/metrics/NN_name.json`` (read back by :mod:`grosslib.pipeline`). The analysis functions
-below hold the logic of notebooks 01 (BTD == bottleneck) and 02 (Psi, the series, gradients,
-sampling), so the notebooks only call them and plot.
+Each function computes one check on given layers or weights (in float64, on random inputs from a
+seed) and returns its numbers as a table or dict; each verdict the notebooks print comes from a
+named function here (:func:`non_increasing`, :func:`exact_at_full_size`, :func:`psi_holds`,
+:func:`reach_matches`, ...), all unit-tested, so the notebooks hold no logic of their own.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import datetime as _dt
-import json
-import math
-import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import paths
 from .bottleneck import Bottleneck, orthonormalize_blocks
 from .btd import BTDResult, btd_series
-from .models import PaperNet, build_papernet
 from .psi import psi
-from .runinfo import environment_info
 from .sampling import GroupSizeSampler
 from .series import GroSSConv2d, default_group_sizes
-
-# --------------------------------------------------------------------------------------------- presets
-#: Settings of notebooks 01-02 besides the BTD options (which come from
-#: :data:`grosslib.presets.PRESET_BTD_OPTIONS`): seeded draws for the sampling plot, and torch threads
-#: (BTD of these small weights is fastest single-threaded: more threads only add overhead).
-NOTEBOOK_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"n_samples": 2_000, "num_threads": 1},
-    "quick": {"n_samples": 20_000, "num_threads": 1},
-    "paper": {"n_samples": 100_000, "num_threads": 1},
-}
-
-#: ``(in_channels, num_classes)`` of each dataset (as delivered by :func:`grosslib.data.load_dataset`).
-DATASET_SHAPES: dict[str, tuple[int, int]] = {"digits": (3, 10), "cifar10": (3, 10), "fashion-mnist": (1, 10)}
-
-
-def preset_settings(preset: str, **overrides: Any) -> dict[str, Any]:
-    """Settings of notebooks 01-02 for ``preset``, with every non-None override applied.
-
-    Keys: ``btd_tol``, ``btd_max_iter`` (from :data:`grosslib.presets.PRESET_BTD_OPTIONS`; btd's
-    default 500,000 steps where the preset sets none), ``n_samples``, ``num_threads``.
-    """
-    with warnings.catch_warnings():  # tqdm.auto (imported by grosslib.train) warns without ipywidgets
-        warnings.filterwarnings("ignore", message="IProgress not found")
-        from .presets import PRESET_BTD_OPTIONS
-
-    if preset not in NOTEBOOK_PRESETS or preset not in PRESET_BTD_OPTIONS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(NOTEBOOK_PRESETS)}")
-    btd_options = PRESET_BTD_OPTIONS[preset]
-    settings = {"btd_tol": btd_options.get("tol", 1e-6), "btd_max_iter": btd_options.get("max_iter", 500_000),
-                **NOTEBOOK_PRESETS[preset]}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    return settings
-
-
-def dataset_shape(dataset: str) -> tuple[int, int]:
-    """``(in_channels, num_classes)`` of a dataset name, without loading it."""
-    key = dataset.lower()
-    if key not in DATASET_SHAPES:
-        raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASET_SHAPES)}")
-    return DATASET_SHAPES[key]
-
-
-# --------------------------------------------------------------------------------------------- locations
-def resolve_run_dir(run_dir: str | Path | None) -> Path:
-    """The run directory (created); empty/None means ``runs/interactive`` for interactive use."""
-    path = Path(run_dir).expanduser() if run_dir else paths.RUNS_DIR / "interactive"
-    path.mkdir(parents=True, exist_ok=True)
-    return path.resolve()
-
-
-def resolve_figures_dir(figures_dir: str | Path | None) -> Path:
-    """The figures directory; empty/None means :func:`grosslib.paths.figures_dir` (``$GROSS_FIGURES``)."""
-    path = Path(figures_dir).expanduser() if figures_dir else paths.figures_dir()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``'auto'`` picks CUDA when available; anything else is passed to ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return resolved
-
-
-def resolve_checkpoint(checkpoint: str | Path | None, run_dir: str | Path | None = None) -> Path | None:
-    """The checkpoint file if it exists (relative paths are tried in ``run_dir`` first), else None."""
-    if not checkpoint:
-        return None
-    path = Path(checkpoint).expanduser()
-    candidates = [path]
-    if run_dir and not path.is_absolute():
-        candidates.insert(0, Path(run_dir) / path)
-    return next((c.resolve() for c in candidates if c.is_file()), None)
-
-
-def load_network(checkpoint: str | Path | None, *, dataset: str = "digits", seed: int = 0,
-                 run_dir: str | Path | None = None) -> tuple[PaperNet, str]:
-    """A trained PaperNet from ``checkpoint`` if that file exists, else a freshly initialised one.
-
-    The checkpoint may be a state dict or a dict holding one under ``state_dict``/``model``/
-    ``model_state_dict``; the input channels and classes are read from its shapes. Returns the
-    network (eval mode, CPU) and a description of where it came from.
-    """
-    path = resolve_checkpoint(checkpoint, run_dir)
-    if path is None:
-        in_channels, num_classes = dataset_shape(dataset)
-        note = f"freshly initialised PaperNet (seed {seed}, {in_channels} input channels)"
-        if checkpoint:
-            note += f"; checkpoint {str(checkpoint)!r} not found"
-        return build_papernet(in_channels, num_classes, seed).eval(), note
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or "conv1.weight" not in state or "fc2.weight" not in state:
-        raise ValueError(f"{path} does not hold a PaperNet state dict (no conv1.weight / fc2.weight)")
-    net = PaperNet(int(state["conv1.weight"].shape[1]), int(state["fc2.weight"].shape[0]))
-    net.load_state_dict(state)
-    return net.eval(), f"trained PaperNet from {path}"
-
-
-# --------------------------------------------------------------------------------------------- metrics
-def to_jsonable(obj: Any) -> Any:
-    """Convert tensors, numpy values, DataFrames, Paths, dataclasses and non-str keys for ``json``."""
-    if isinstance(obj, pd.DataFrame):
-        return to_jsonable(obj.reset_index().to_dict(orient="records") if obj.index.name else
-                           obj.to_dict(orient="records"))
-    if isinstance(obj, pd.Series):
-        return to_jsonable(obj.to_dict())
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return to_jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer, int)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        value = float(obj)
-        return value if math.isfinite(value) else str(value)
-    if isinstance(obj, (Path, torch.device, torch.dtype)):
-        return str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if obj is None or isinstance(obj, str):
-        return obj
-    return repr(obj)
-
-
-def metrics_path(run_dir: str | Path, number: int, name: str) -> Path:
-    """``<run_dir>/metrics/NN_name.json``."""
-    return Path(run_dir) / "metrics" / f"{int(number):02d}_{name}.json"
-
-
-def write_metrics(run_dir: str | Path, number: int, name: str, metrics: Mapping[str, Any], *,
-                  parameters: Mapping[str, Any] | None = None, device: str | torch.device | None = None,
-                  key_metrics: Mapping[str, Any] | None = None) -> Path:
-    """Write a notebook's metrics with its parameters, versions and device; return the path.
-
-    ``key_metrics`` (a few scalars) is what the pipeline's summary table shows. A file that already
-    holds the same metrics and parameters is left as it is: its environment and time are those of the
-    run that produced them (re-executing a committed notebook does not rewrite its record).
-    """
-    path = metrics_path(run_dir, number, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    parameters = {key: _repo_relative(value) for key, value in (parameters or {}).items()}
-    results = to_jsonable({"notebook": f"{int(number):02d}_{name}", "metrics": metrics,
-                           "key_metrics": key_metrics or {}, "parameters": parameters})
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-        except ValueError:
-            stored = {}
-        same = json.dumps(results, sort_keys=True) == json.dumps({key: stored.get(key) for key in results},
-                                                                 sort_keys=True)    # NaN-safe comparison
-        if same:
-            return path
-    record = {**results, "environment": to_jsonable(environment_info(device)),
-              "written": _dt.datetime.now().isoformat(timespec="seconds")}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def _repo_relative(value: Any) -> Any:
-    """A path (or path string) inside the repository as a repository-relative string; else ``value``."""
-    if not isinstance(value, (str, Path)) or not Path(value).is_absolute():
-        return value
-    try:
-        return Path(value).resolve().relative_to(paths.REPO_ROOT).as_posix()
-    except ValueError:
-        return value
-
-
-def read_metrics(path: str | Path) -> dict[str, Any]:
-    """A metrics file written by :func:`write_metrics`."""
-    return json.loads(Path(path).read_text())
 
 
 # --------------------------------------------------------------------------------------------- notebook 01
@@ -456,3 +259,40 @@ def sampling_table(group_sizes: Sequence[int], alphas: Sequence[float], *, n_sam
             rows.append({"alpha": alpha, "i": i, "group size": s, "probability": p,
                          "empirical": int(draws.get(s, 0)) / n_samples})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- verdicts
+def exact_at_full_size(convs: Mapping[str, nn.Conv2d], errors_per_layer: Mapping[str, Sequence[float]],
+                       tol: float = 1e-8) -> dict[str, bool]:
+    """Per square layer (C_in == C_out): is its BTD at the largest group size (s = t) exact to ``tol``?
+
+    At s = t the BTD is one rank-(t, t) Tucker-2 block, which represents any square weight exactly.
+    """
+    return {name: float(errors_per_layer[name][-1]) < tol
+            for name, conv in convs.items() if conv.in_channels == conv.out_channels}
+
+
+def psi_holds(result: Mapping[str, Any], tol: float = 1e-12) -> bool:
+    """Every property :func:`psi_check` measured holds: convs equal, exact composition, linear, gradient."""
+    return bool(result["conv"] < tol and result["composition"] == 0.0 and result["linearity"] < tol
+                and result["gradient"])
+
+
+def max_abs_difference(table: pd.DataFrame, exclude: Sequence[str] = ("group size", "terms summed")) -> float:
+    """The largest entry of a table of differences (:func:`series_prefix_check`), other columns excluded."""
+    return float(table.drop(columns=[c for c in exclude if c in table.columns]).to_numpy().max())
+
+
+def reach_matches(reach: pd.DataFrame) -> bool:
+    """Whether :func:`gradient_reach` equals what the method predicts (:func:`expected_reach`)."""
+    return bool(reach.equals(expected_reach(list(reach.columns))))
+
+
+def sampling_gap(table: pd.DataFrame) -> float:
+    """The largest |p(s_i) - empirical frequency| of :func:`sampling_table`."""
+    return float((table["probability"] - table["empirical"]).abs().max())
+
+
+def distributions_sum_to_one(table: pd.DataFrame, tol: float = 1e-12) -> bool:
+    """Whether eq. 8's probabilities of each alpha in :func:`sampling_table` sum to 1 within ``tol``."""
+    return bool((table.groupby("alpha")["probability"].sum() - 1.0).abs().max() < tol)

@@ -1,81 +1,25 @@
-"""Tests for grosslib.analysis: the tables of notebooks 03-05 on small synthetic inputs."""
+"""Tests for grosslib.tables (and search.select_under_budgets): the tables of notebooks 03-05 on small frames."""
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from grosslib import analysis
-from grosslib.models import build_papernet, config_name, decompose
-
-# --------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def gross_skeleton() -> torch.nn.Module:
-    """PaperNet with conv2-4 as GroSS layers (no BTD steps: only the structure matters for MACs)."""
-    return decompose(build_papernet(3, 10, seed=0), max_iter=0)
-
-
-@dataclass
-class FakeExperiment:
-    """Just enough of grosslib.experiment.Experiment for the collectors, with fixed accuracies."""
-
-    seed: int
-    net: torch.nn.Module
-    gross_net: torch.nn.Module
-    full_acc: float = 0.99
-    own: dict[tuple[int, ...], float] = field(default_factory=dict)
-    gross_acc: dict[tuple[float, tuple[int, ...]], float] = field(default_factory=dict)
-    calls: list[str] = field(default_factory=list)
-    alpha: float = math.nan                 # the temperature of the last gross() call
-
-    @property
-    def data(self) -> Any:
-        return SimpleNamespace(test=SimpleNamespace(images=torch.zeros(2, 3, 32, 32, dtype=torch.uint8)))
-
-    def full_network(self) -> tuple[torch.nn.Module, Any]:
-        self.calls.append("full")
-        return self.net, SimpleNamespace(test_accuracy=self.full_acc)
-
-    def gross(self, alpha: float = 4.0) -> Any:
-        self.calls.append(f"gross{alpha:g}")
-        self.alpha = float(alpha)
-        return SimpleNamespace(net=self.gross_net, alpha=alpha)
-
-    def fixed_configs(self, sizes: tuple[int, ...]) -> dict[int, tuple[int, ...]]:
-        return {s: (s, s, s) for s in sizes}
-
-    def fixed(self, config: tuple[int, ...]) -> Any:
-        self.calls.append(f"fixed{config_name(config)}")
-        return SimpleNamespace(test_accuracy=self.own[tuple(config)])
-
-    def accuracy_at(self, net: Any, config: tuple[int, ...], split: str = "test") -> float:
-        assert split == "test" and net is self.gross_net
-        return self.gross_acc[(self.alpha, tuple(config))]
+from grosslib import tables
+from grosslib.models import config_name
+from grosslib.search import select_under_budgets
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def test_replicate_seeds_follow_the_preset() -> None:
-    assert analysis.replicate_seeds("quick") == [0]
-    assert analysis.replicate_seeds("tiny", seed=3) == [3]
-    assert analysis.replicate_seeds("paper", seed=1) == [1, 2, 3, 4, 5]
-    assert analysis.replicate_seeds("quick", seed=2, replicates=3) == [2, 3, 4]
-    with pytest.raises(ValueError):
-        analysis.replicate_seeds("quick", replicates=0)
-
-
 @pytest.mark.parametrize(("config", "expected"), [
     ((1, 1, 1), True), ((2, 4, 8), True), ((2, 8, 8), True), ((2, 32, 64), True), ((8, 4, 8), False),
     ((32, 16, 64), False), ((4,), True)])
 def test_is_ascending(config: tuple[int, ...], expected: bool) -> None:
-    assert analysis.is_ascending(config) is expected
+    assert tables.is_ascending(config) is expected
 
 
 def test_ascending_share_of_the_paper_search_space() -> None:
@@ -83,29 +27,29 @@ def test_ascending_share_of_the_paper_search_space() -> None:
     space = [(a, b, c) for a in sizes for b in sizes for c in sizes + [64]]
     assert len(space) == 252
     # non-decreasing (a <= b <= c): multisets of size 3 from 6 sizes (56) plus a <= b with c = 64 (21)
-    assert analysis.ascending_share(space) == pytest.approx(77 / 252)
-    assert analysis.ascending_share([(1, 2, 4), (4, 2, 1)]) == 0.5
-    assert math.isnan(analysis.ascending_share([]))
+    assert tables.ascending_share(space) == pytest.approx(77 / 252)
+    assert tables.ascending_share([(1, 2, 4), (4, 2, 1)]) == 0.5
+    assert math.isnan(tables.ascending_share([]))
 
 
 def test_summarise() -> None:
-    s = analysis.summarise([0.9, 0.8, 1.0, math.nan])
+    s = tables.summarise([0.9, 0.8, 1.0, math.nan])
     assert s["n"] == 3 and s["median"] == pytest.approx(0.9) and s["mean"] == pytest.approx(0.9)
     assert s["std"] == pytest.approx(0.1)
-    one = analysis.summarise([0.5])
+    one = tables.summarise([0.5])
     assert one["n"] == 1 and one["mean"] == 0.5 and math.isnan(one["std"])
-    assert analysis.summarise([])["n"] == 0
+    assert tables.summarise([])["n"] == 0
 
 
 def test_paper_tables_hold_method_md_numbers() -> None:
-    t2 = analysis.PAPER_TABLE2.set_index("network")
+    t2 = tables.PAPER_TABLE2.set_index("network")
     assert t2.loc["full", "median (%)"] == 83.88 and t2.loc["fixed 4", "mean (%)"] == 82.06
     assert list(t2["MACs (M)"]) == [4.42, 4.28, 2.66, 1.44, 1.14]
-    t3 = analysis.PAPER_TABLE3
+    t3 = tables.PAPER_TABLE3
     picks = t3[t3["role"] != "fixed"].set_index("configuration")
     assert picks.loc["2-32-64", "after train (%)"] == 83.84
     assert picks.loc["2-8-8", "delta wrt fixed (pp)"] == 0.86
-    assert all(analysis.is_ascending(tuple(map(int, n.split("-")))) for n in picks.index)
+    assert all(tables.is_ascending(tuple(map(int, n.split("-")))) for n in picks.index)
 
 
 # --------------------------------------------------------------------------------------------- notebook 03
@@ -120,12 +64,12 @@ def test_learning_curves_long_table_and_endpoints() -> None:
                        "val_accuracy@1-1": 0.75, "val_accuracy@2-4": 0.85, "val_accuracy": 0.85}])
     tune = _history([{"val_accuracy@1-1": 0.9, "val_accuracy@2-4": 0.95, "val_accuracy": 0.95,
                       "sampled": {"conv2": {"1": 3}}}])
-    curves = analysis.learning_curves({"reconstruction": recon, "fine-tuning": tune})
+    curves = tables.learning_curves({"reconstruction": recon, "fine-tuning": tune})
     assert len(curves) == 2 * 4 + 2                                  # headline keys skipped
     assert set(curves["metric"]) == {"recon_loss", "accuracy"}
     tuned = curves[curves["stage"] == "fine-tuning"]
     assert list(tuned["step"]) == [3, 3] and list(tuned["epoch"]) == [1, 1]
-    ends = analysis.curve_endpoints(curves).set_index(["stage", "metric", "config"])
+    ends = tables.curve_endpoints(curves).set_index(["stage", "metric", "config"])
     assert ends.loc[("reconstruction", "recon_loss", "1-1"), "first epoch"] == 0.9
     assert ends.loc[("reconstruction", "recon_loss", "2-4"), "last epoch"] == 0.4
     assert ends.loc[("fine-tuning", "accuracy", "2-4"), "last epoch"] == 0.95
@@ -144,7 +88,7 @@ def _records() -> pd.DataFrame:
 
 
 def test_table2_aggregates_replicates_and_sits_beside_the_paper() -> None:
-    table = analysis.table2(_records())
+    table = tables.table2(_records())
     assert list(table.index) == ["full", "fixed 32", "fixed 4", "fixed 1"]
     assert table.loc["full", "configuration"] == "-" and table.loc["fixed 4", "configuration"] == "4-4-4"
     assert table.loc["fixed 4", "MACs (M)"] == pytest.approx(2.0)
@@ -158,20 +102,7 @@ def test_table2_aggregates_replicates_and_sits_beside_the_paper() -> None:
     assert table.loc["fixed 4", "paper median (%)"] == 82.09
     assert table.loc["fixed 4", "paper GroSS (%)"] == 80.37
     assert table.loc["full", "paper MACs (M)"] == 4.42 and math.isnan(table.loc["fixed 1", "paper GroSS (%)"])
-    assert "paper median (%)" not in analysis.table2(_records(), paper=None).columns
-
-
-def test_table2_records_from_experiments(gross_skeleton: torch.nn.Module) -> None:
-    own = {(1, 1, 1): 0.9, (4, 4, 4): 0.95}
-    exp = FakeExperiment(0, build_papernet(3, 10, seed=0), gross_skeleton, full_acc=0.97, own=own,
-                         gross_acc={(4.0, (1, 1, 1)): 0.85, (4.0, (4, 4, 4)): 0.93})
-    records = analysis.table2_records([exp], sizes=(1, 4), alpha=4.0)
-    assert list(records["network"]) == ["full", "fixed 1", "fixed 4"]
-    by = records.set_index("network")
-    assert by.loc["full", "macs"] == 5_081_600 and by.loc["full", "accuracy"] == 0.97     # macs.py's table
-    assert by.loc["fixed 4", "macs"] == 2_210_304 and by.loc["fixed 1", "macs"] == 1_906_176
-    assert by.loc["fixed 4", "accuracy"] == 0.95 and by.loc["fixed 4", "gross accuracy"] == 0.93
-    assert exp.calls == ["full", "gross4", "fixed1-1-1", "fixed4-4-4"]
+    assert "paper median (%)" not in tables.table2(_records(), paper=None).columns
 
 
 # --------------------------------------------------------------------------------------------- notebook 04
@@ -191,7 +122,7 @@ def _deficit_records() -> pd.DataFrame:
 
 
 def test_deficits_average_over_replicates() -> None:
-    table = analysis.deficits(_deficit_records())
+    table = tables.deficits(_deficit_records())
     assert len(table) == 9
     row = table[(table["alpha"] == 0.0) & (table["group size"] == 1)].iloc[0]
     assert row["name"] == "1-1-1" and row["macs"] == 1000
@@ -201,7 +132,7 @@ def test_deficits_average_over_replicates() -> None:
 
 
 def test_profile_flatness_identifies_the_flat_and_the_tilted_profiles() -> None:
-    flat = analysis.profile_flatness(analysis.deficits(_deficit_records()))
+    flat = tables.profile_flatness(tables.deficits(_deficit_records()))
     assert list(flat.index) == [0.0, 4.0, 8.0]
     # mean deficits per alpha (pp, +0.5 for the noise of the second replicate)
     assert flat.loc[0.0, "mean deficit (pp)"] == pytest.approx(np.mean([-10, -4, -1]) + 0.5)
@@ -211,16 +142,6 @@ def test_profile_flatness_identifies_the_flat_and_the_tilted_profiles() -> None:
     assert flat.loc[4.0, "favours"] == "neither"
     assert list(flat["flattest"]) == [False, True, False]
     assert flat.loc[0.0, "range (pp)"] == pytest.approx(9.0)
-
-
-def test_deficit_records_from_experiments(gross_skeleton: torch.nn.Module) -> None:
-    own = {(1, 1, 1): 0.90, (4, 4, 4): 0.95}
-    exp = FakeExperiment(0, build_papernet(3, 10, seed=0), gross_skeleton, own=own,
-                         gross_acc={(4.0, (1, 1, 1)): 0.89, (4.0, (4, 4, 4)): 0.92})
-    records = analysis.deficit_records([exp], alphas=[4.0], sizes=(1, 4))
-    assert list(records["name"]) == ["1-1-1", "4-4-4"]
-    assert list(records["deficit (pp)"]) == pytest.approx([-1.0, -3.0])
-    assert list(records["macs"]) == [1_906_176, 2_210_304]
 
 
 def _evaluations() -> pd.DataFrame:
@@ -234,20 +155,22 @@ def test_profile_by_cost_bands_are_shared_across_alphas() -> None:
     base = _evaluations().iloc[:6]                                   # 6 configs -> 3 bands of 2
     low = base.assign(alpha=8.0, accuracy=[0.9, 0.9, 0.5, 0.5, 0.5, 0.5])
     high = base.assign(alpha=0.0, accuracy=[0.5, 0.5, 0.5, 0.5, 0.9, 0.9])
-    by_cost = analysis.profile_by_cost(pd.concat([low, high]), bins=3)
+    by_cost = tables.profile_by_cost(pd.concat([low, high]), bins=3)
     assert list(by_cost.columns) == ["band 1 (%)", "band 2 (%)", "band 3 (%)", "all (%)"]
     assert by_cost.loc[8.0, "band 1 (%)"] == pytest.approx(90.0)
     assert by_cost.loc[0.0, "band 3 (%)"] == pytest.approx(90.0)
     assert by_cost.loc[0.0, "all (%)"] == pytest.approx(100 * (0.5 * 4 + 1.8) / 6)
-    best = analysis.best_alpha_per_band(by_cost)
+    best = tables.best_alpha_per_band(by_cost)
     assert best["band 1 (%)"] == 8.0 and best["band 3 (%)"] == 0.0
+    with pytest.raises(ValueError, match="name"):
+        tables.profile_by_cost(pd.concat([low, high]).drop(columns="name"))
 
 
 def test_mean_over_seeds() -> None:
     base = _evaluations()
     records = pd.concat([base.assign(seed=0, alpha=4.0), base.assign(seed=1, alpha=4.0,
                                                                      accuracy=base["accuracy"] - 0.1)])
-    mean = analysis.mean_over_seeds(records)
+    mean = tables.mean_over_seeds(records)
     assert len(mean) == len(base)
     assert mean.set_index("name").loc["2-4", "accuracy"] == pytest.approx(0.88)
 
@@ -255,7 +178,7 @@ def test_mean_over_seeds() -> None:
 # --------------------------------------------------------------------------------------------- notebook 05
 def test_select_under_budgets_top_k() -> None:
     df = _evaluations()
-    picks = analysis.select_under_budgets(df, {2: (2, 2), 4: (4, 4)}, k=2)
+    picks = select_under_budgets(df, {2: (2, 2), 4: (4, 4)}, k=2)
     low = picks[picks["budget"] == 2]
     assert list(low["name"]) == ["2-2", "1-2"] and list(low["rank"]) == [1, 2]
     assert set(low["budget macs"]) == {200}
@@ -264,11 +187,15 @@ def test_select_under_budgets_top_k() -> None:
     assert all(picks["macs"] <= picks["budget macs"])
 
 
-def test_table3_rows_and_deltas() -> None:
+def _table3() -> pd.DataFrame:
     df = _evaluations()
-    picks = analysis.select_under_budgets(df, {4: (4, 4)}, k=2)     # 2-4 (0.93) then 4-4 itself (0.91)
+    picks = select_under_budgets(df, {4: (4, 4)}, k=2)               # 2-4 (0.93) then 4-4 itself (0.91)
     own = {(4, 4): [0.95, 0.97], (2, 4): [0.97, 0.99]}
-    table = analysis.table3(picks, df, own, gross_test={(2, 4): 0.92})
+    return tables.table3(picks, df, own, gross_test={(2, 4): 0.92})
+
+
+def test_table3_rows_and_deltas() -> None:
+    table = _table3()
     assert list(table["configuration"]) == ["4-4", "2-4", "4-4"]
     assert list(table["role"]) == ["fixed", "search #1", "search #2"]
     fixed, first, second = (table.iloc[i] for i in range(3))
@@ -281,20 +208,63 @@ def test_table3_rows_and_deltas() -> None:
     assert list(table["ascending"]) == [True, True, True]
 
 
-def test_own_accuracies_deduplicates(gross_skeleton: torch.nn.Module) -> None:
-    exps = [FakeExperiment(s, build_papernet(3, 10, seed=0), gross_skeleton, own={(1, 1, 1): 0.9 + s / 100})
-            for s in (0, 1)]
-    own = analysis.own_accuracies(exps, [(1, 1, 1), [1, 1, 1]])
-    assert list(own) == [(1, 1, 1)] and own[(1, 1, 1)] == pytest.approx([0.90, 0.91])
-    assert exps[0].calls == ["fixed1-1-1"]
-
-
 def test_diverged_detects_non_finite_losses() -> None:
     fine = _history([{"train_loss": 1.0}, {"train_loss": 0.5}])
     broken = _history([{"train_loss": 1.0}, {"train_loss": math.nan}])
     blown = _history([{"train_loss": math.inf}])
-    assert not analysis.diverged(fine) and analysis.diverged(broken) and analysis.diverged(blown)
+    assert not tables.diverged(fine) and tables.diverged(broken) and tables.diverged(blown)
     stage = SimpleNamespace(reconstruct=fine, finetune=broken)
-    assert analysis.diverged(stage)
-    assert not analysis.diverged(SimpleNamespace(reconstruct=fine, finetune=None))
-    assert analysis.diverged_stages({"a": fine, "b": stage, "c": blown}) == ["b", "c"]
+    assert tables.diverged(stage)
+    assert not tables.diverged(SimpleNamespace(reconstruct=fine, finetune=None))
+    assert tables.diverged_stages({"a": fine, "b": stage, "c": blown}) == ["b", "c"]
+
+
+# --------------------------------------------------------------------------------------------- per alpha
+def test_by_alpha_keys_temperatures_as_the_metrics_do() -> None:
+    keyed = tables.by_alpha({4.0: "a", 0: "b", 0.5: "c", np.float64(8.0): "d"})
+    assert keyed == {"4": "a", "0": "b", "0.5": "c", "8": "d"}
+    assert list(keyed) == ["4", "0", "0.5", "8"]                      # order kept
+    assert all(isinstance(k, str) for k in keyed)
+    assert json.loads(json.dumps(keyed)) == keyed
+    assert tables.by_alpha({}) == {}
+
+
+def test_deficits_by_alpha_nests_the_deficit_table() -> None:
+    nested = tables.deficits_by_alpha(tables.deficits(_deficit_records()))
+    assert set(nested) == {"0", "4", "8"}
+    assert nested["0"] == pytest.approx({1: -9.5, 4: -3.5, 32: -0.5})
+    assert nested["4"] == pytest.approx({1: -1.5, 4: -1.5, 32: -1.5})
+    assert nested["8"] == pytest.approx({1: 0.5, 4: -2.5, 32: -6.5})
+    assert all(isinstance(s, int) for sizes in nested.values() for s in sizes)
+
+
+def test_picks_summary_of_table3() -> None:
+    summary = tables.picks_summary(_table3())
+    assert summary["n"] == 2 and summary["better"] == 1 and summary["ascending"] == 2
+    assert summary["deltas"] == pytest.approx({"2-4": 2.0, "4-4": 0.0})
+    assert summary["best_delta"] == pytest.approx({4: 2.0})
+
+
+def test_picks_summary_counts_only_picks_over_budgets() -> None:
+    table = pd.DataFrame([
+        (16, "16-16", "fixed", math.nan, True),
+        (16, "2-32", "search #1", 1.0, True),
+        (16, "32-2", "search #2", -0.5, False),
+        (4, "4-4", "fixed", math.nan, True),
+        (4, "8-2", "search #1", -0.2, False),
+        (4, "2-8", "search #2", -0.1, True)],
+        columns=["budget", "configuration", "role", "delta wrt fixed (pp)", "ascending"])
+    summary = tables.picks_summary(table)
+    assert summary["n"] == 4 and summary["better"] == 1 and summary["ascending"] == 2
+    assert set(summary["deltas"]) == {"2-32", "32-2", "8-2", "2-8"}
+    assert summary["best_delta"] == pytest.approx({16: 1.0, 4: -0.1})
+    assert list(summary["best_delta"]) == [16, 4]
+
+
+def test_own_fixed_accuracy_means_over_replicates() -> None:
+    records = _deficit_records()
+    records.loc[records["seed"] == 1, "fixed accuracy"] += 0.02
+    own = tables.own_fixed_accuracy(records)
+    assert list(own.index) == [1, 4, 32]
+    assert list(own["macs"]) == [1000, 4000, 32000]
+    assert list(own["accuracy"]) == pytest.approx([0.91, 0.95, 0.98])

@@ -21,20 +21,24 @@ Command line::
     python -m grosslib.study collect --run-dir runs/study     # records.json from the cached stages
     python -m grosslib.study report --run-dir runs/study [--publish]   # render notebook 06
 
-``report`` executes ``notebooks/06_reproduction_report.ipynb`` into the study directory; with
+Ctrl-C (SIGINT) or SIGTERM stops a run, its seed processes included, and names the command that resumes
+it (every finished stage is kept); ``python -m grosslib.study run --help`` lists the checks and exit
+statuses. ``report`` executes ``notebooks/06_reproduction_report.ipynb`` into the study directory; with
 ``--publish`` it also copies ``records.json`` to ``results/fashion-mnist-study/`` and re-executes the
 committed notebook in place on it (figures to ``figures/``), which is how the committed report is made.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,10 +46,13 @@ from typing import Any
 
 import pandas as pd
 
-from . import analysis, presets
-from .macs import config_macs
-from .models import config_name, search_space
-from .runinfo import environment_info
+from .. import presets
+from .. import records as collectors
+from ..io import atomic_write_text
+from ..macs import config_macs
+from ..models import config_name, search_space
+from ..runinfo import environment_info
+from ..search import select_under_budgets
 
 Config = tuple[int, ...]
 
@@ -140,10 +147,9 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
     trained: dict[Config, Any] = {}
     for config in fixed.values():
         trained[config] = exp.fixed(config)
-    evaluations = exp.evaluate_configs(search_gross.net, f"gross_alpha{plan.search_alpha:g}",
-                                       plan.search_split)
+    evaluations = exp.gross_evaluations(plan.search_alpha, plan.search_split, search_gross.net)
     budgets = {s: fixed[s] for s in plan.budget_group_sizes}
-    selections = analysis.select_under_budgets(evaluations, budgets, k=plan.top_k)
+    selections = select_under_budgets(evaluations, budgets, k=plan.top_k)
     ranked = ranking_configs(search_gross.net, plan.n_ranked, include=fixed.values())
     for config in [*selections["config"], *ranked]:
         config = tuple(config)
@@ -154,7 +160,7 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
         gross = exp.gross(alpha)
         if alpha != plan.search_alpha:
             stage_seconds += _stage_seconds(gross)
-        exp.evaluate_configs(gross.net, f"gross_alpha{alpha:g}", plan.report_split)
+        exp.gross_evaluations(alpha, plan.report_split, gross.net)
     path = Path(exp.seed_dir) / SEED_DONE_FILE
     previous = json.loads(path.read_text()) if path.is_file() else {}
     call_seconds = time.perf_counter() - started
@@ -174,10 +180,37 @@ def _stage_seconds(result: Any) -> float:
 
 # --------------------------------------------------------------------------------------------- many seeds
 def _experiments(settings: dict[str, Any], seeds: Sequence[int]) -> list[Any]:
-    return analysis.make_experiments(settings["dataset"], settings["preset"], list(seeds),
+    return collectors.make_experiments(settings["dataset"], settings["preset"], list(seeds),
                                      run_dir=settings["run_dir"], device=settings.get("device"),
                                      data_limit=settings.get("data_limit"), progress=False,
                                      overrides=settings.get("overrides") or {})
+
+
+def _settings(dataset: str, preset: str, plan: StudyPlan, data_limit: int | None,
+              overrides: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """The settings a study directory is tied to (its other fields may change between runs)."""
+    return {"dataset": dataset, "preset": preset, "plan": plan.to_dict(), "data_limit": data_limit,
+            "overrides": overrides or {}}
+
+
+def check_study_file(run_dir: str | Path, *, dataset: str, preset: str, plan: StudyPlan,
+                     data_limit: int | None = None,
+                     overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """Refuse a ``run_dir`` whose ``study.json`` holds other settings; its settings (None when absent).
+
+    Raises a one-line ``ValueError`` naming the setting that differs (another dataset, preset, plan,
+    data limit or overrides: its checkpoints would not match) and the fix. Writes nothing.
+    """
+    path = Path(run_dir) / STUDY_FILE
+    if not path.exists():
+        return None
+    stored = read_study_file(run_dir)
+    settings = _settings(dataset, preset, plan, data_limit, overrides)
+    for key, value in settings.items():
+        if json.loads(json.dumps(stored.get(key))) != json.loads(json.dumps(value)):
+            raise ValueError(f"{path}: this study was run with {key}={stored.get(key)!r}, not {value!r}; "
+                             "use another --run-dir (or the study's own settings)")
+    return stored
 
 
 def write_study_file(run_dir: str | Path, *, dataset: str, preset: str, seeds: Sequence[int],
@@ -186,29 +219,24 @@ def write_study_file(run_dir: str | Path, *, dataset: str, preset: str, seeds: S
     """Create (or check) ``<run_dir>/study.json``: the settings a study directory is tied to.
 
     A directory already holding a study with another dataset, preset, plan, data limit or overrides is
-    refused (its checkpoints would not match); more seeds may be added later.
+    refused (:func:`check_study_file`); more seeds may be added later.
     """
     run_dir = Path(run_dir)
-    settings = {"dataset": dataset, "preset": preset, "plan": plan.to_dict(), "data_limit": data_limit,
-                "overrides": overrides or {}}
-    path = run_dir / STUDY_FILE
-    if path.exists():
-        stored = read_study_file(run_dir)
-        for key, value in settings.items():
-            if json.loads(json.dumps(stored.get(key))) != json.loads(json.dumps(value)):
-                raise ValueError(f"{path}: this study was run with {key}={stored.get(key)!r}, not {value!r}; "
-                                 "use another --run-dir")
+    stored = check_study_file(run_dir, dataset=dataset, preset=preset, plan=plan, data_limit=data_limit,
+                              overrides=overrides)
+    if stored is not None:
         seeds = sorted(set(stored["seeds"]) | {int(s) for s in seeds})
-    schedule = {stage: presets.get_preset(preset, stage).to_dict() for stage in presets.STAGES}
+    settings = _settings(dataset, preset, plan, data_limit, overrides)
+    path = run_dir / STUDY_FILE
+    chosen = presets.get_preset(preset).with_overrides(overrides)
     study = {**settings, "seeds": [int(s) for s in seeds], "device": device,
-             "btd_options": presets.PRESET_BTD_OPTIONS[preset], "schedule": schedule,
+             "btd_options": dict(chosen.btd_options),
+             "schedule": {stage: cfg.to_dict() for stage, cfg in chosen.stages.items()},
              "schedule_note": presets.STUDY_SCHEDULE_NOTE if preset == "study" else "",
              "btd_note": presets.STUDY_BTD_NOTE if preset == "study" else "",
-             "environment": environment_info(device or "cpu")}
+             "preset_settings": chosen.to_dict(), "environment": environment_info(device or "cpu")}
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(study, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(study, indent=1, default=str) + "\n")
     return study
 
 
@@ -219,9 +247,13 @@ def read_study_file(run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} not found: not a study directory (start one with "
                                 f"`python -m grosslib.study run --run-dir {run_dir}`)")
     try:
-        return json.loads(path.read_text())
+        study = json.loads(path.read_text())
     except ValueError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); delete it and re-run to rewrite it") from exc
+    if not isinstance(study, dict) or "seeds" not in study:
+        raise ValueError(f"{path} is not a study file (no settings and seeds); delete it and re-run to "
+                         "rewrite it")
+    return study
 
 
 def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: str = "study",
@@ -233,7 +265,9 @@ def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: st
 
     Each seed in a child process logs to ``<run_dir>/seed<k>/study.log``; a failure names the seed and
     its log, and leaves every finished stage in place (running again resumes). ``threads``: torch CPU
-    threads per process (default: the cores divided among the jobs).
+    threads per process (default: the cores divided among the jobs). SIGINT (Ctrl-C) or SIGTERM stops
+    every seed, child processes included, and raises :class:`StudyInterrupted` naming the seeds that
+    finished and those stopped.
     """
     import torch
     from tqdm.auto import tqdm
@@ -248,39 +282,185 @@ def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: st
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     if jobs == 1:
         torch.set_num_threads(threads)
-        for exp in tqdm(_experiments(settings, seeds), desc="seeds"):
-            run_seed(exp, plan)
+        finished: list[int] = []
+        try:
+            with _on_signals(_raise_interrupted):
+                for exp in tqdm(_experiments(settings, seeds), desc="seeds"):
+                    run_seed(exp, plan)
+                    finished.append(exp.seed)
+        except KeyboardInterrupt as exc:
+            at = len(finished)
+            raise StudyInterrupted(getattr(exc, "signum", signal.SIGINT), finished=finished,
+                                   stopped=seeds[at:at + 1], pending=seeds[at + 1:]) from None
     else:
         _run_in_processes(run_dir, seeds, jobs, threads)
     return collect_records(run_dir) if collect else None
 
 
-def _run_in_processes(run_dir: Path, seeds: Sequence[int], jobs: int, threads: int) -> None:
+class StudyInterrupted(KeyboardInterrupt):
+    """A study stopped by SIGINT (Ctrl-C) or SIGTERM, after every seed process it started was stopped.
+
+    ``signum``: the signal; ``finished`` / ``stopped`` / ``pending``: the seeds that finished, were
+    stopped mid-way (their finished stages are kept) and never started; ``failed``: seeds that had
+    failed before (``'seed k (exit n; see <log>)'``). A :class:`KeyboardInterrupt`, so that
+    ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT, *, finished: Sequence[int] = (),
+                 stopped: Sequence[int] = (), pending: Sequence[int] = (),
+                 failed: Sequence[str] = ()) -> None:
+        super().__init__(int(signum))
+        self.signum = int(signum)
+        self.finished, self.stopped, self.pending = list(finished), list(stopped), list(pending)
+        self.failed = list(failed)
+
+    @property
+    def exit_status(self) -> int:
+        """The shell's status for a process ended by this signal: 130 (SIGINT), 143 (SIGTERM)."""
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        def names(seeds: Sequence[int]) -> str:
+            return ", ".join(str(s) for s in seeds) or "none"
+
+        parts = [f"seeds finished: {names(self.finished)}", f"stopped: {names(self.stopped)}"]
+        if self.pending:
+            parts.append(f"not started: {names(self.pending)}")
+        if self.failed:
+            parts.append(f"failed: {', '.join(self.failed)}")
+        return (f"stopped by {signal.Signals(self.signum).name}; " + "; ".join(parts)
+                + " (every finished stage is kept)")
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise StudyInterrupted(signum)
+
+
+@contextmanager
+def _on_signals(handler: Callable[[int, Any], Any]) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM while inside, the previous handlers restored after.
+
+    A signal ignored on entry (e.g. SIGINT of a background job) stays ignored; outside the main thread
+    (where Python cannot set handlers) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    try:
+        for s in _SIGNALS:
+            if previous[s] is not signal.SIG_IGN:
+                signal.signal(s, handler)
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    """``sig`` to the process group a child leads (``start_new_session``): the child and any of its own."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, sig)
+        elif process.poll() is None:
+            process.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass                        # already gone
+
+
+def _stop_children(running: dict[int, tuple[subprocess.Popen, Any, Path]], hurry: Callable[[], bool],
+                   grace: float = 10.0) -> tuple[list[int], list[int]]:
+    """SIGTERM every running child, SIGKILL those alive after ``grace`` seconds (at once if ``hurry()``).
+
+    Waits for each, closes its log and empties ``running``; returns the seeds that still finished
+    (exit 0) and those stopped.
+    """
+    for process, _, _ in running.values():
+        if process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while (any(p.poll() is None for p, _, _ in running.values()) and time.monotonic() < deadline
+           and not hurry()):
+        time.sleep(0.05)
+    for process, _, _ in running.values():
+        _signal_group(process, signal.SIGKILL)    # the survivors, and anything they started
+    finished, stopped = [], []
+    for seed, (process, handle, _) in sorted(running.items()):
+        process.wait()
+        handle.close()
+        (finished if process.returncode == 0 else stopped).append(seed)
+    running.clear()
+    return finished, stopped
+
+
+def _run_in_processes(run_dir: Path, seeds: Sequence[int], jobs: int, threads: int, *, poll: float = 2.0,
+                      grace: float = 10.0) -> None:
+    """One ``python -m grosslib.study seed`` process per seed, ``jobs`` at a time.
+
+    Each child leads its own session, so a terminal's Ctrl-C reaches only this process, which stops
+    the children itself: on SIGINT or SIGTERM every child gets SIGTERM, then SIGKILL after ``grace``
+    seconds (or at a second signal), and :class:`StudyInterrupted` is raised. Any other error here
+    stops the children too. On Linux a child also ends when this process dies, even by SIGKILL.
+    """
     from tqdm.auto import tqdm
 
-    pending, running, failed = list(seeds), {}, []
-    with tqdm(total=len(seeds), desc="seeds") as bar:
-        while pending or running:
-            while pending and len(running) < jobs:
-                seed = pending.pop(0)
-                log = run_dir / f"seed{seed}" / "study.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                command = [sys.executable, "-m", "grosslib.study", "seed", "--run-dir", str(run_dir),
-                           "--seed", str(seed), "--threads", str(threads)]
-                handle = open(log, "a")
-                process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-                running[seed] = (process, handle, log)
-            time.sleep(2.0)
-            for seed, (process, handle, log) in list(running.items()):
-                if process.poll() is not None:
-                    handle.close()
-                    if process.returncode != 0:
-                        failed.append(f"seed {seed} (exit {process.returncode}; see {log})")
-                    del running[seed]
-                    bar.update(1)
+    pending, running, finished, failed = list(seeds), {}, [], []
+    received: list[int] = []
+
+    def reap(bar: Any) -> None:
+        for seed, (process, handle, log) in list(running.items()):
+            if process.poll() is not None:
+                handle.close()
+                if process.returncode == 0:
+                    finished.append(seed)
+                else:
+                    failed.append(f"seed {seed} (exit {process.returncode}; see {log})")
+                del running[seed]
+                bar.update(1)
+
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}
+    try:
+        with _on_signals(lambda signum, frame: received.append(signum)), \
+                tqdm(total=len(seeds), desc="seeds") as bar:
+            while (pending or running) and not received:
+                while pending and len(running) < jobs and not received:
+                    seed = pending.pop(0)
+                    log = run_dir / f"seed{seed}" / "study.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    command = [sys.executable, "-m", "grosslib.study", "seed", "--run-dir", str(run_dir),
+                               "--seed", str(seed), "--threads", str(threads)]
+                    handle = open(log, "a")
+                    try:
+                        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                                   start_new_session=True)
+                    except BaseException:
+                        handle.close()
+                        raise
+                    running[seed] = (process, handle, log)
+                waited = 0.0
+                while waited < poll and not received:
+                    time.sleep(0.1)
+                    waited += 0.1
+                reap(bar)
+            if received:
+                done, stopped = _stop_children(running, lambda: len(received) > 1, grace)
+                raise StudyInterrupted(received[0], finished=sorted(finished + done), stopped=stopped,
+                                       pending=pending, failed=failed)
+    finally:
+        if running:                 # an error above: leave no child behind (a signal now: SIGKILL at once)
+            late: list[int] = []
+            with _on_signals(lambda signum, frame: late.append(signum)):
+                _stop_children(running, lambda: bool(late), grace)
     if failed:
         raise RuntimeError("study failed for " + ", ".join(failed) + "; finished stages are kept, run again "
                            "to resume")
+
+
+#: Set in each seed process's environment to the pid of the process that started it (see ``__main__``).
+PARENT_ENV = "GROSS_STUDY_PARENT"
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -288,8 +468,8 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
                     device: str | None = None) -> dict[str, pd.DataFrame]:
     """Read every result of a study directory into long tables (running any stage still missing).
 
-    Tables: ``table2`` (:func:`grosslib.analysis.table2_records`), ``deficits``
-    (:func:`~grosslib.analysis.deficit_records`), ``profiles`` (every configuration of every alpha on
+    Tables: ``table2`` (:func:`grosslib.records.table2_records`), ``deficits``
+    (:func:`~grosslib.records.deficit_records`), ``profiles`` (every configuration of every alpha on
     the report split), ``search`` (every configuration on the search split at the search alpha),
     ``selections`` (per seed the picks under each budget with their own-trained and GroSS test
     accuracy, and the budget's fixed accuracy), ``ranking`` (the ranked configurations: GroSS vs own
@@ -305,18 +485,18 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
         run_seed(exp, plan)
     sizes = plan.fixed_group_sizes
     records: dict[str, pd.DataFrame] = {
-        "table2": analysis.table2_records(experiments, sizes, alpha=plan.search_alpha),
-        "deficits": analysis.deficit_records(experiments, plan.alphas, sizes),
-        "profiles": analysis.all_config_records(experiments, plan.alphas, plan.report_split),
+        "table2": collectors.table2_records(experiments, sizes, alpha=plan.search_alpha),
+        "deficits": collectors.deficit_records(experiments, plan.alphas, sizes),
+        "profiles": collectors.all_config_records(experiments, plan.alphas, plan.report_split),
     }
     search, selections, ranking, timing = [], [], [], []
     for exp in experiments:
         gross = exp.gross(plan.search_alpha)
-        evaluations = exp.evaluate_configs(gross.net, f"gross_alpha{plan.search_alpha:g}", plan.search_split)
+        evaluations = exp.gross_evaluations(plan.search_alpha, plan.search_split, gross.net)
         search.append(evaluations.assign(seed=exp.seed))
         fixed = exp.fixed_configs(sizes)
         budgets = {s: fixed[s] for s in plan.budget_group_sizes}
-        picks = analysis.select_under_budgets(evaluations, budgets, k=plan.top_k)
+        picks = select_under_budgets(evaluations, budgets, k=plan.top_k)
         test = records["profiles"]
         test = test[(test["seed"] == exp.seed) & (test["alpha"] == plan.search_alpha)].set_index("name")
         for row in picks.itertuples(index=False):
@@ -353,6 +533,10 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
 _TUPLE_COLUMNS = ("config", "budget config")
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, (list, tuple)) and bool(pd.isna(value)))
+
+
 def write_records(path: str | Path, records: dict[str, pd.DataFrame], study: dict[str, Any]) -> Path:
     """Write the record tables (configurations as names) and the study settings as one JSON file."""
     tables = {}
@@ -360,15 +544,12 @@ def write_records(path: str | Path, records: dict[str, pd.DataFrame], study: dic
         frame = frame.copy()
         for column in _TUPLE_COLUMNS:
             if column in frame:
-                frame[column] = frame[column].map(lambda c: None if c is None or analysis._isna(c)
-                                                  else config_name(c))
+                frame[column] = frame[column].map(lambda c: None if _missing(c) else config_name(c))
         tables[name] = json.loads(frame.to_json(orient="records"))
     payload = {"study": study, "tables": tables}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=0, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=0, default=str) + "\n")
     return path
 
 
@@ -425,98 +606,3 @@ def load_or_collect(run_dir: str | Path, *, dataset: str, preset: str, seeds: Se
                          data_limit=data_limit, overrides=overrides)
     records = collect_records(run_dir, device=device)
     return records, {**read_study_file(run_dir), "seeds": sorted({int(s) for s in records["seeds"]["seed"]})}
-
-
-REPORT_NOTEBOOK = "06_reproduction_report"
-
-
-def render_report(run_dir: str | Path, *, publish: bool = False, kernel_name: str = "python3") -> Path:
-    """Execute notebook 06 on a study directory into it; with ``publish``, also refresh the committed copy.
-
-    Returns the executed notebook (``<run_dir>/06_reproduction_report.ipynb``, or the committed
-    ``notebooks/06_reproduction_report.ipynb`` when publishing).
-    """
-    import shutil
-
-    from . import paths
-    from .pipeline import check_kernel, refresh_committed_notebooks, run_notebook
-
-    check_kernel(kernel_name)
-    run_dir = Path(run_dir).resolve()
-    study = read_study_file(run_dir)
-    if publish:                 # without publish, the notebook collects the records itself
-        collect_records(run_dir, device=study.get("device"))
-        paths.STUDY_RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run_dir / RECORDS_FILE, paths.STUDY_RESULTS_DIR / RECORDS_FILE)
-        refresh_committed_notebooks(only="06", kernel_name=kernel_name)
-        return paths.NOTEBOOKS_DIR / f"{REPORT_NOTEBOOK}.ipynb"
-    parameters = {"run_dir": str(run_dir), "figures_dir": str(run_dir / "figures"),
-                  "dataset": study["dataset"],
-                  "preset": study["preset"], "device": study.get("device") or "cpu"}
-    record = run_notebook(paths.NOTEBOOKS_DIR / f"{REPORT_NOTEBOOK}.ipynb", run_dir, parameters,
-                          kernel_name=kernel_name)
-    if record["status"] != "ok":
-        raise RuntimeError(f"the report failed: {record['error']} (see {record['executed']})")
-    return Path(record["executed"])
-
-
-# --------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m grosslib.study", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train every stage of every seed (resumes), then collect records")
-    run.add_argument("--run-dir", required=True)
-    run.add_argument("--dataset", default=None, help="default: the preset's dataset")
-    run.add_argument("--preset", default="study")
-    run.add_argument("--seeds", type=int, default=3, help="number of seeds 0..N-1 (default 3)")
-    run.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
-    run.add_argument("--jobs", type=int, default=1, help="seeds trained at once, one process each")
-    run.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    run.add_argument("--device", default=None)
-    run.add_argument("--data-limit", type=int, default=None)
-    run.add_argument("--no-collect", action="store_true")
-    collect = sub.add_parser("collect", help="write records.json from a study directory")
-    collect.add_argument("--run-dir", required=True)
-    report = sub.add_parser("report", help="render notebook 06 on a study directory")
-    report.add_argument("--run-dir", required=True)
-    report.add_argument("--publish", action="store_true",
-                        help="also copy records.json to results/ and re-execute the committed notebook 06")
-    one = sub.add_parser("seed", help="train one seed of an existing study directory (used by --jobs)")
-    one.add_argument("--run-dir", required=True)
-    one.add_argument("--seed", type=int, required=True)
-    one.add_argument("--threads", type=int, default=1)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "collect":
-        collect_records(args.run_dir)
-        print(f"records written to {Path(args.run_dir) / RECORDS_FILE}")
-        return 0
-    if args.command == "report":
-        print(f"report written to {render_report(args.run_dir, publish=args.publish)}")
-        return 0
-    if args.command == "seed":
-        import torch
-
-        torch.set_num_threads(args.threads)
-        study = read_study_file(args.run_dir)
-        exp = _experiments({**study, "run_dir": Path(args.run_dir)}, [args.seed])[0]
-        summary = run_seed(exp, StudyPlan.from_dict(study["plan"]))
-        print(json.dumps(summary), flush=True)
-        return 0
-    seeds = ([int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds)))
-    path = Path(args.run_dir) / STUDY_FILE
-    dataset = args.dataset or (read_study_file(args.run_dir)["dataset"] if path.exists()
-                               else presets.PRESET_DATASETS[args.preset])
-    data_limit = args.data_limit
-    if data_limit is None and path.exists():
-        data_limit = read_study_file(args.run_dir).get("data_limit")
-    run_study(args.run_dir, dataset=dataset, preset=args.preset, seeds=seeds, jobs=args.jobs,
-              threads=args.threads, device=args.device, data_limit=data_limit, collect=not args.no_collect)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,20 +1,10 @@
-"""The tables of notebooks 03-05: Table 2, the temperature study (Figure 1) and the search (Table 3).
+"""Tables 2-3 and Figure 1 of the paper in numbers: pure functions from record tables to tables.
 
-Two kinds of functions live here:
-
-* **pure table builders** on DataFrames (:func:`table2`, :func:`deficits`, :func:`profile_flatness`,
-  :func:`profile_by_cost`, :func:`select_under_budgets`, :func:`table3`, :func:`learning_curves`,
-  :func:`is_ascending`, ...), unit-tested on small synthetic frames;
-* **collectors** that walk the cached stages of one or more :class:`grosslib.experiment.Experiment`
-  replicates and return long "records" tables (:func:`table2_records`, :func:`deficit_records`,
-  :func:`all_config_records`, :func:`own_accuracies`). Every stage they touch is cached in the run
-  directory, so calling a collector after the notebook has run the stages costs nothing.
-
-Conventions: the library's accuracies are fractions in ``[0, 1]``; every table here shows them in
-percent (columns ending in ``(%)``) and differences in percentage points (``(pp)``), as the paper does.
-A *replicate* is the whole protocol (full network, BTD, GroSS, fixed configurations) run from one seed;
-the number of replicates comes from the preset (:data:`PRESET_REPLICATES`, the paper's 5 runs for
-``paper``).
+Every function here takes DataFrames (the records of :mod:`grosslib.records`, evaluations of
+:mod:`grosslib.search`, training results) and returns a table or a verdict; none trains or reads a
+file, so each is unit-tested on small synthetic frames. The library's accuracies are fractions in
+``[0, 1]``; every table here shows them in percent (columns ending in ``(%)``) and differences in
+percentage points (``(pp)``), as the paper does.
 """
 from __future__ import annotations
 
@@ -25,16 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .macs import config_macs, count_macs
-from .models import config_name
-
-Config = tuple[int, ...]
-
-#: Replicates (seeds) per preset: the paper trains every network 5 times; quick and tiny run once.
-PRESET_REPLICATES: dict[str, int] = {"tiny": 1, "quick": 1, "study": 3, "paper": 5}
-
-#: The paper's fixed baselines (every decomposed layer at one group size, conv4 capped at 32 too).
-FIXED_GROUP_SIZES: tuple[int, ...] = (1, 4, 16, 32)
+from .models import Config, config_name
+from .records import as_config as _tuple
+from .records import percent as _pct
 
 #: Table 2 of the paper (CIFAR-10 test accuracy in %, MACs in millions), from ``method.md``.
 PAPER_TABLE2 = pd.DataFrame(
@@ -67,22 +50,6 @@ PAPER_NOTE = ("paper: CIFAR-10 (40k train / 10k val / 10k test), 100/150/100-epo
               "which gives our column")
 
 
-# --------------------------------------------------------------------------------------------- small helpers
-def replicate_seeds(preset: str, seed: int = 0, replicates: int | None = None) -> list[int]:
-    """``[seed, seed + 1, ...]``: one seed per replicate (count from :data:`PRESET_REPLICATES`)."""
-    count = PRESET_REPLICATES.get(preset, 1) if replicates is None else int(replicates)
-    if count < 1:
-        raise ValueError(f"replicates must be positive, got {count}")
-    return [int(seed) + k for k in range(count)]
-
-
-def make_experiments(dataset: str, preset: str, seeds: Sequence[int], **options: Any) -> list[Any]:
-    """One :class:`~grosslib.experiment.Experiment` per seed, sharing ``options`` (run_dir, device, ...)."""
-    from .experiment import Experiment
-
-    return [Experiment(dataset, preset, seed=s, **options) for s in seeds]
-
-
 def is_ascending(config: Sequence[int]) -> bool:
     """True when the group sizes never decrease along the layers (e.g. 2-8-8, 2-32-64)."""
     values = [int(s) for s in config]
@@ -104,18 +71,6 @@ def summarise(values: Iterable[float]) -> dict[str, float]:
     return {"n": int(data.size), "median": float(np.median(data)), "mean": float(data.mean()), "std": std}
 
 
-def _pct(value: float) -> float:
-    return 100.0 * float(value) if value is not None and not pd.isna(value) else math.nan
-
-
-def _tuple(config: Sequence[int] | None) -> Config | None:
-    return None if config is None else tuple(int(s) for s in config)
-
-
-def _input_shape(exp: Any) -> tuple[int, ...]:
-    return tuple(int(d) for d in exp.data.test.images.shape[1:])
-
-
 def diverged(result: Any) -> bool:
     """True when a training stage's loss became non-finite in some epoch (NaN or inf: the run diverged).
 
@@ -133,7 +88,6 @@ def diverged_stages(results: Mapping[str, Any]) -> list[str]:
     return [label for label, result in results.items() if diverged(result)]
 
 
-# --------------------------------------------------------------------------------------------- notebook 03
 def learning_curves(stages: Mapping[str, Any]) -> pd.DataFrame:
     """Per-epoch validation metrics of consecutive training stages as one long table.
 
@@ -162,30 +116,6 @@ def curve_endpoints(curves: pd.DataFrame) -> pd.DataFrame:
     ordered = curves.sort_values("step")
     grouped = ordered.groupby(["stage", "metric", "config"], sort=False)["value"]
     return pd.DataFrame({"first epoch": grouped.first(), "last epoch": grouped.last()}).reset_index()
-
-
-def table2_records(experiments: Sequence[Any], sizes: Sequence[int] = FIXED_GROUP_SIZES,
-                   alpha: float = 4.0) -> pd.DataFrame:
-    """Test accuracy of the full network and of every fixed configuration, per replicate.
-
-    Rows: seed, network ('full', 'fixed s'), group size, config, macs, accuracy (the network trained on
-    its own: the full network, or the configuration decomposed, reconstructed and fine-tuned alone) and
-    gross accuracy (the GroSS network of temperature ``alpha`` at the same configuration). Runs (or
-    reads from the cache) every stage it needs.
-    """
-    rows = []
-    for exp in experiments:
-        net, full = exp.full_network()
-        rows.append({"seed": exp.seed, "network": "full", "group size": None, "config": None,
-                     "macs": count_macs(net, _input_shape(exp)), "accuracy": full.test_accuracy,
-                     "gross accuracy": math.nan})
-        gross = exp.gross(alpha)
-        for s, config in exp.fixed_configs(tuple(sizes)).items():
-            fixed = exp.fixed(config)
-            rows.append({"seed": exp.seed, "network": f"fixed {s}", "group size": int(s), "config": config,
-                         "macs": config_macs(gross.net, config), "accuracy": fixed.test_accuracy,
-                         "gross accuracy": exp.accuracy_at(gross.net, config, "test")})
-    return pd.DataFrame(rows)
 
 
 def table2(records: pd.DataFrame, paper: pd.DataFrame | None = PAPER_TABLE2) -> pd.DataFrame:
@@ -231,29 +161,6 @@ def _first(frame: pd.DataFrame, column: str) -> float:
     return float(frame[column].iloc[0]) if len(frame) and not pd.isna(frame[column].iloc[0]) else math.nan
 
 
-# --------------------------------------------------------------------------------------------- notebook 04
-def deficit_records(experiments: Sequence[Any], alphas: Sequence[float],
-                    sizes: Sequence[int] = FIXED_GROUP_SIZES) -> pd.DataFrame:
-    """Per replicate, alpha and fixed configuration: GroSS test accuracy, fixed test accuracy, deficit.
-
-    The deficit (pp) is GroSS at the configuration minus the configuration trained on its own
-    (Figure 1, left). Runs or reads every GroSS and fixed stage it needs.
-    """
-    rows = []
-    for exp in experiments:
-        configs = exp.fixed_configs(tuple(sizes))
-        fixed = {s: exp.fixed(c).test_accuracy for s, c in configs.items()}
-        for alpha in alphas:
-            gross = exp.gross(float(alpha))
-            for s, config in configs.items():
-                accuracy = exp.accuracy_at(gross.net, config, "test")
-                rows.append({"seed": exp.seed, "alpha": float(alpha), "group size": int(s), "config": config,
-                             "name": config_name(config), "macs": config_macs(gross.net, config),
-                             "gross accuracy": accuracy, "fixed accuracy": fixed[s],
-                             "deficit (pp)": _pct(accuracy) - _pct(fixed[s])})
-    return pd.DataFrame(rows)
-
-
 def deficits(records: pd.DataFrame) -> pd.DataFrame:
     """:func:`deficit_records` averaged over replicates: one row per (alpha, group size).
 
@@ -295,22 +202,6 @@ def profile_flatness(table: pd.DataFrame, *, tol: float = 1e-9) -> pd.DataFrame:
     return out.set_index("alpha")
 
 
-def all_config_records(experiments: Sequence[Any], alphas: Sequence[float],
-                       split: str = "test") -> pd.DataFrame:
-    """Every configuration of the GroSS network of each alpha (and replicate) evaluated on ``split``.
-
-    Long table: seed, alpha and the columns of :meth:`Experiment.evaluate_configs` (config, name,
-    macs, params, accuracy, loss, ...). Evaluations are cached as ``gross_alpha<a>_<split>.csv``.
-    """
-    frames = []
-    for exp in experiments:
-        for alpha in alphas:
-            gross = exp.gross(float(alpha))
-            df = exp.evaluate_configs(gross.net, f"gross_alpha{float(alpha):g}", split)
-            frames.append(df.assign(seed=exp.seed, alpha=float(alpha)))
-    return pd.concat(frames, ignore_index=True)
-
-
 def mean_over_seeds(records: pd.DataFrame, keys: Sequence[str] = ("alpha", "name")) -> pd.DataFrame:
     """Mean accuracy (and MACs) per ``keys`` over replicates of :func:`all_config_records`."""
     grouped = records.groupby(list(keys), sort=False)
@@ -341,36 +232,6 @@ def profile_by_cost(table: pd.DataFrame, bins: int = 3) -> pd.DataFrame:
 def best_alpha_per_band(by_cost: pd.DataFrame) -> dict[str, float]:
     """``{band column: alpha with the highest mean accuracy}`` from :func:`profile_by_cost`."""
     return {column: float(by_cost[column].idxmax()) for column in by_cost.columns}
-
-
-# --------------------------------------------------------------------------------------------- notebook 05
-def select_under_budgets(evaluations: pd.DataFrame, budgets: Mapping[int, Sequence[int]],
-                         k: int = 2) -> pd.DataFrame:
-    """The ``k`` most accurate configurations within the MACs of each budget configuration.
-
-    ``evaluations``: :meth:`Experiment.evaluate_configs`' table (config, name, macs, accuracy).
-    ``budgets``: ``{label: configuration}``, e.g. the fixed-4 and fixed-16 configurations. Ranking as in
-    :func:`grosslib.search.select_top` (accuracy, then fewer MACs, then the smaller configuration).
-    Rows: budget, budget config, budget macs, rank (1..k), config, name, macs, accuracy.
-    """
-    from .search import select_top
-
-    frames = []
-    for label, config in budgets.items():
-        target = _tuple(config)
-        top = select_top(evaluations, budget_config=target, k=k)
-        budget_macs = int(evaluations.loc[evaluations["config"].map(tuple) == target, "macs"].iloc[0])
-        frames.append(pd.DataFrame({"budget": label, "budget config": [target] * len(top),
-                                    "budget macs": budget_macs, "rank": range(1, len(top) + 1),
-                                    "config": [tuple(c) for c in top["config"]], "name": list(top["name"]),
-                                    "macs": list(top["macs"]), "accuracy": list(top["accuracy"])}))
-    return pd.concat(frames, ignore_index=True)
-
-
-def own_accuracies(experiments: Sequence[Any], configs: Iterable[Sequence[int]]) -> dict[Config, list[float]]:
-    """Test accuracy of each configuration trained on its own (:meth:`Experiment.fixed`), per replicate."""
-    unique = list(dict.fromkeys(_tuple(c) for c in configs))
-    return {c: [exp.fixed(c).test_accuracy for exp in experiments] for c in unique}
 
 
 def table3(selections: pd.DataFrame, evaluations: pd.DataFrame, own: Mapping[Config, Sequence[float]],
@@ -409,3 +270,39 @@ def table3(selections: pd.DataFrame, evaluations: pd.DataFrame, own: Mapping[Con
                 "delta wrt fixed (pp)": _pct(after["mean"]) - _pct(fixed["mean"]) if after else math.nan,
                 "ascending": is_ascending(config)})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------- per alpha
+def by_alpha(values: Mapping[float, Any]) -> dict[str, Any]:
+    """``{4.0: v}`` -> ``{'4': v}``: a per-temperature mapping keyed as the metrics records key it."""
+    return {f"{float(a):g}": v for a, v in dict(values).items()}
+
+
+def deficits_by_alpha(table: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """:func:`deficits`' table as ``{alpha: {group size: deficit (pp)}}`` (alphas as :func:`by_alpha`)."""
+    return by_alpha({a: {int(s): float(v) for s, v in part.set_index("group size")["deficit (pp)"].items()}
+                     for a, part in table.groupby("alpha")})
+
+
+def picks_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """From :func:`table3`: how many picks beat their budget's fixed baseline, how many are ascending.
+
+    Returns ``n`` (picks), ``better`` (after training on their own, delta wrt fixed > 0), ``ascending``,
+    ``deltas`` (configuration -> delta wrt fixed, pp) and ``best_delta`` (budget -> its best pick's delta).
+    """
+    picks = table[table["role"] != "fixed"]
+    deltas = picks["delta wrt fixed (pp)"]
+    best = {int(budget): float(part["delta wrt fixed (pp)"].max())
+            for budget, part in picks.groupby("budget", sort=False)}
+    return {"n": int(len(picks)), "better": int((deltas > 0).sum()),
+            "ascending": int(picks["ascending"].sum()), "deltas": dict(zip(picks["configuration"], deltas)),
+            "best_delta": best}
+
+
+def own_fixed_accuracy(records: pd.DataFrame) -> pd.DataFrame:
+    """Per fixed group size of :func:`~grosslib.records.deficit_records`: MACs and own-trained accuracy.
+
+    The accuracy is the mean over replicates of the configuration trained on its own (the markers of
+    Figure 1, right).
+    """
+    return records.groupby("group size").agg(macs=("macs", "first"), accuracy=("fixed accuracy", "mean"))

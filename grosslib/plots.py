@@ -1,5 +1,15 @@
-"""Plot helpers for the notebooks. Each returns a matplotlib Figure (save it with grosslib.figures)."""
+"""Every figure of the notebooks: ``plot_*`` functions returning a Figure; :func:`show` saves and embeds it.
+
+Figures are written as ``<figures dir>/NN_name.png`` where ``NN`` is the notebook's two-digit number;
+PNG metadata is fixed (no software/version string, no timestamp), so re-running a notebook on
+unchanged results rewrites byte-identical files. :func:`show` also embeds the PNG in the notebook's
+output (an ``image/png`` display, whatever matplotlib backend runs), so executed notebooks carry
+their plots inline.
+"""
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -8,6 +18,8 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+
+from . import paths
 
 
 def _log2_axis(ax: plt.Axes, ticks: list[int]) -> None:
@@ -373,3 +385,54 @@ def plot_ranking(table: pd.DataFrame, taus: pd.DataFrame) -> Figure:
     ax.set_title(f"Kendall's τ per seed: {', '.join(per_seed)}")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------- files
+DPI = 120
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+def figure_path(notebook_number: int, name: str, *, directory: str | Path | None = None) -> Path:
+    """``<directory>/NN_name.png`` (directory defaults to :func:`grosslib.paths.figures_dir`)."""
+    valid = isinstance(notebook_number, int) and not isinstance(notebook_number, bool)
+    if not valid or not 0 <= notebook_number < 100:
+        raise ValueError(f"notebook_number must be an int in 0..99, got {notebook_number!r}")
+    if not _NAME.match(name):
+        raise ValueError(f"figure name must be letters, digits, '_' or '-' without extension, got {name!r}")
+    folder = Path(directory).expanduser() if directory else paths.figures_dir()
+    return folder / f"{notebook_number:02d}_{name}.png"
+
+
+def save_figure(fig: Figure, notebook_number: int, name: str, *, directory: str | Path | None = None,
+                dpi: int = DPI) -> Path:
+    """Save ``fig`` as ``NN_name.png`` with deterministic metadata and return the path."""
+    path = figure_path(notebook_number, name, directory=directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def show(fig: Figure, notebook_number: int, name: str, *, directory: str | Path | None = None,
+         dpi: int = DPI) -> Path:
+    """Save ``fig`` (:func:`save_figure`), embed it in the running notebook's output, close it; the path.
+
+    The embedded image is the saved PNG itself (an IPython ``Image`` display), so it appears inline
+    under any backend; outside IPython nothing is displayed.
+    """
+    path = save_figure(fig, notebook_number, name, directory=directory, dpi=dpi)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:                                   # plain Python: the file is the result
+        get_ipython = None                                # type: ignore[assignment]
+    if get_ipython is not None and get_ipython() is not None:
+        display(Image(data=path.read_bytes(), format="png"))
+    plt.close(fig)
+    return path
+
+
+def set_style() -> None:
+    """The seaborn theme shared by all notebooks (white grid, colour-blind palette)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": DPI, "axes.titlesize": "medium",
+                         "image.cmap": "RdBu_r"})
