@@ -6,6 +6,8 @@ from torch import nn
 
 from .btd import BTDResult
 
+__all__ = ["Bottleneck", "bottleneck_convs", "check_conv", "orthonormalize_blocks"]
+
 
 def check_conv(conv: nn.Module) -> nn.Conv2d:
     """Raise ValueError unless ``conv`` is an ungrouped, finite ``nn.Conv2d``."""

@@ -51,6 +51,8 @@ from tensorly.tenalg import multi_mode_dot
 
 from .psi import check_group_size
 
+__all__ = ["BTDResult", "btd", "btd_series", "pytorch_backend", "reconstruct"]
+
 OUT_MODE, IN_MODE = 0, 1
 
 
@@ -162,11 +164,6 @@ class BTDResult:
 def reconstruct(cores: torch.Tensor, out_factors: torch.Tensor, in_factors: torch.Tensor) -> torch.Tensor:
     """``sum_r G_r x_out C_r x_in B_r`` for stacked cores (R, s, s, kh, kw) and factors."""
     return torch.einsum("roa,rabyx,rib->oiyx", out_factors, cores, in_factors)
-
-
-def relative_error(weight: torch.Tensor, approximation: torch.Tensor) -> float:
-    """``||W - W_hat||_F / ||W||_F``."""
-    return float(torch.linalg.vector_norm(weight - approximation) / torch.linalg.vector_norm(weight))
 
 
 def _leading_left_singular_vectors(matrix: torch.Tensor, rank: int) -> torch.Tensor:

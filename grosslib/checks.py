@@ -22,6 +22,12 @@ from .psi import psi
 from .sampling import GroupSizeSampler
 from .series import GroSSConv2d, default_group_sizes
 
+__all__ = ["as_float64", "bottleneck_equivalence", "btd_error_table", "build_series", "conv_layers",
+           "conv_table", "decompose_layers", "distributions_sum_to_one", "equivalence_table",
+           "errors_by_layer", "exact_at_full_size", "expected_reach", "gradient_reach", "grouped_to_dense",
+           "max_abs_difference", "non_increasing", "psi_check", "psi_holds", "random_grouped_weight",
+           "reach_matches", "sampling_gap", "sampling_table", "series_prefix_check", "series_terms_table"]
+
 
 # --------------------------------------------------------------------------------------------- notebook 01
 def conv_table(convs: Mapping[str, nn.Module]) -> pd.DataFrame:

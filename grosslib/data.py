@@ -36,6 +36,11 @@ from torch import Tensor
 from grosslib.models import channel_stats, normalize  # noqa: F401 (normalize: re-exported beside the batches)
 from grosslib.paths import FASHION_MNIST_DEBIAN_DIR, data_dir
 
+__all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "DATASET_NAMES", "DatasetNotFoundError", "DatasetSplits",
+           "FASHION_MNIST_CLASSES", "FASHION_MNIST_MD5", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
+           "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "Split", "check_available", "iterate_batches",
+           "load_dataset", "num_batches", "random_crop_flip", "read_idx"]
+
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "fashion-mnist")
 
 CIFAR10_MEAN: tuple[float, ...] = (0.5, 0.5, 0.5)

@@ -12,6 +12,10 @@ from torch import Tensor, nn
 
 from .series import GroSSConv2d
 
+__all__ = ["PaperNet", "build_papernet", "channel_stats", "collapse_to_config", "config_name", "decompose",
+           "decomposed_layers", "fixed_config_network", "get_config", "largest_config", "normalize",
+           "search_space", "set_config", "uniform_config"]
+
 Config = tuple[int, ...]
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["BENCHMARKS_DIR", "FASHION_MNIST_DEBIAN_DIR", "FIGURES_DIR", "NOTEBOOKS_DIR", "REPO_ROOT",
+           "RESULTS_DIR", "RUNS_DIR", "STUDY_RESULTS_DIR", "data_dir", "figures_dir", "runs_dir"]
+
 REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR: Path = REPO_ROOT / "notebooks"
 FIGURES_DIR: Path = REPO_ROOT / "figures"

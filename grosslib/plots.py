@@ -21,6 +21,11 @@ from matplotlib.patches import Rectangle
 
 from . import paths
 
+__all__ = ["DPI", "figure_path", "plot_accuracy_all_configs", "plot_deficits", "plot_error_vs_group_size",
+           "plot_gradient_reach", "plot_learning_curves", "plot_psi_expansion", "plot_ranking",
+           "plot_sampling_distribution", "plot_search", "plot_study_table3", "plot_table2", "plot_table3",
+           "save_figure", "set_style", "show"]
+
 
 def _log2_axis(ax: plt.Axes, ticks: list[int]) -> None:
     ax.set_xscale("log", base=2)
@@ -130,7 +135,7 @@ def _config_labels(ax: plt.Axes, xs: list[float], ys: list[float], labels: list[
 
 
 def plot_learning_curves(curves: pd.DataFrame, *, title: str | None = None) -> Figure:
-    """Validation curves of GroSS training (:func:`grosslib.analysis.learning_curves`' long table).
+    """Validation curves of GroSS training (:func:`grosslib.tables.learning_curves`' long table).
 
     Left: the response-reconstruction loss (eq. 9) per epoch at each reported configuration. Right: the
     validation accuracy over reconstruction then fine-tuning (a dotted line marks the switch).
@@ -167,7 +172,7 @@ def plot_learning_curves(curves: pd.DataFrame, *, title: str | None = None) -> F
 def plot_table2(table: pd.DataFrame, *, dataset: str = "this run") -> Figure:
     """Table 2 as points: accuracy against MACs for this run (left) and the paper's CIFAR-10 (right).
 
-    ``table`` is :func:`grosslib.analysis.table2`' output (index: network). Circles: each network trained
+    ``table`` is :func:`grosslib.tables.table2`' output (index: network). Circles: each network trained
     on its own (for fixed configurations: decomposed, reconstructed and fine-tuned alone); triangles:
     the GroSS network at the same configuration; star: the full network.
     """
@@ -198,7 +203,7 @@ def plot_table2(table: pd.DataFrame, *, dataset: str = "this run") -> Figure:
 def plot_deficits(table: pd.DataFrame) -> Figure:
     """Figure 1, left: GroSS minus the configuration trained on its own, at the fixed configurations.
 
-    ``table`` is :func:`grosslib.analysis.deficits`' output; one line per alpha; error bars are the std
+    ``table`` is :func:`grosslib.tables.deficits`' output; one line per alpha; error bars are the std
     over replicates where there are several.
     """
     fig, ax = plt.subplots(figsize=(6.4, 3.9))
@@ -231,7 +236,7 @@ def plot_accuracy_all_configs(table: pd.DataFrame, fixed: pd.DataFrame | None = 
                               split: str = "test") -> Figure:
     """Figure 1, right: accuracy of every configuration against MACs, one colour per alpha.
 
-    ``table``: alpha, macs, accuracy (fraction) per configuration (:func:`grosslib.analysis.mean_over_seeds`).
+    ``table``: alpha, macs, accuracy (fraction) per configuration (:func:`grosslib.tables.mean_over_seeds`).
     Dots: every configuration; lines: each alpha's Pareto front. ``fixed`` (optional: macs, accuracy):
     the fixed configurations trained on their own, as black crosses.
     """
@@ -259,7 +264,7 @@ def plot_search(evaluations: pd.DataFrame, front: pd.DataFrame, marked: dict[str
 
     ``evaluations``: :meth:`Experiment.evaluate_configs`' table; ``front``: its Pareto front;
     ``marked``: ``{label: configuration}`` drawn as squares (the fixed baselines); ``selections``:
-    :func:`grosslib.analysis.select_under_budgets` (stars, with the budgets as dotted lines).
+    :func:`grosslib.search.select_under_budgets` (stars, with the budgets as dotted lines).
     """
     fig, ax = plt.subplots(figsize=(7.6, 4.6))
     palette = sns.color_palette("colorblind")
@@ -292,7 +297,7 @@ def plot_search(evaluations: pd.DataFrame, front: pd.DataFrame, marked: dict[str
 def plot_table3(table: pd.DataFrame) -> Figure:
     """Table 3 as points: per budget, the fixed configuration and the picks trained on their own.
 
-    ``table`` is :func:`grosslib.analysis.table3`' output. Filled markers: test accuracy trained on its own
+    ``table`` is :func:`grosslib.tables.table3`' output. Filled markers: test accuracy trained on its own
     (fixed, or after train); hollow: the GroSS network's validation accuracy that the search ranked by.
     """
     budgets = list(dict.fromkeys(table["budget"]))

@@ -12,6 +12,8 @@ import operator
 
 import torch
 
+__all__ = ["check_group_size", "psi", "psi_offsets"]
+
 
 def check_group_size(channels: int, group_size: int, what: str = "group size") -> None:
     """Raise ValueError unless ``group_size`` is a positive divisor of ``channels``."""

@@ -14,9 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import analysis
+from . import tables
 from .models import config_name
 from .study import parse_config
+
+__all__ = ["CLAIMS", "FAILED_RUN_FRACTION", "PAPER_EVIDENCE", "ascending_preference", "claim_ascending",
+           "claim_growth", "claim_search", "claim_temperature", "claims_table", "deficit_table",
+           "drop_failed_runs", "failed_runs", "kendall_tau", "ranking_table", "ranking_taus", "table2",
+           "table3"]
 
 #: The paper's four claims, as checked here (wording ours).
 CLAIMS: dict[int, str] = {
@@ -146,13 +151,13 @@ def ranking_taus(ranking: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------- tables
 def table2(records: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 over seeds, beside the paper's (:func:`grosslib.analysis.table2`)."""
-    return analysis.table2(records)
+    """Table 2 over seeds, beside the paper's (:func:`grosslib.tables.table2`)."""
+    return tables.table2(records)
 
 
 def deficit_table(records: pd.DataFrame) -> pd.DataFrame:
     """Figure 1 left in numbers: mean deficit (pp) per alpha and fixed configuration (and its std)."""
-    return analysis.deficits(records)
+    return tables.deficits(records)
 
 
 def table3(selections: pd.DataFrame) -> pd.DataFrame:
@@ -166,12 +171,12 @@ def table3(selections: pd.DataFrame) -> pd.DataFrame:
     configuration, after-train accuracy and delta.
     """
     rows = []
-    paper = analysis.PAPER_TABLE3
+    paper = tables.PAPER_TABLE3
     for budget in sorted(selections["budget"].unique(), reverse=True):        # the paper's order: 16, 4
         part = selections[selections["budget"] == budget].sort_values(["rank", "seed"])
         base = part.drop_duplicates("seed")
         n = base["seed"].nunique()
-        fixed_own = analysis.summarise(base["budget own accuracy"])
+        fixed_own = tables.summarise(base["budget own accuracy"])
         paper_fixed = paper[(paper["budget"] == budget) & (paper["role"] == "fixed")]
         rows.append({
             "budget": int(budget), "role": "fixed", "configuration": base["budget name"].iloc[0],
@@ -184,8 +189,8 @@ def table3(selections: pd.DataFrame) -> pd.DataFrame:
         for rank, picks in part.groupby("rank", sort=True):
             names = list(picks["name"])
             deltas = 100.0 * (picks["own accuracy"].to_numpy() - picks["budget own accuracy"].to_numpy())
-            own = analysis.summarise(picks["own accuracy"])
-            ascending = sum(analysis.is_ascending(parse_config(name)) for name in names)
+            own = tables.summarise(picks["own accuracy"])
+            ascending = sum(tables.is_ascending(parse_config(name)) for name in names)
             paper_pick = paper[(paper["budget"] == budget) & (paper["role"] == f"search #{rank}")]
             rows.append({
                 "budget": int(budget), "role": f"search #{rank}",
@@ -211,7 +216,7 @@ def _first(frame: pd.DataFrame, column: str) -> Any:
 
 
 def _ascending_share(names: pd.Series) -> float:
-    return float(names.map(lambda n: analysis.is_ascending(parse_config(n))).mean())
+    return float(names.map(lambda n: tables.is_ascending(parse_config(n))).mean())
 
 
 def ascending_preference(search: pd.DataFrame, selections: pd.DataFrame, top_n: int = 10) -> pd.DataFrame:
@@ -220,14 +225,14 @@ def ascending_preference(search: pd.DataFrame, selections: pd.DataFrame, top_n: 
     Per budget: ``base share`` (ascending configurations among every configuration within the budget's
     MACs), ``top-n share`` (among each seed's ``top_n`` most accurate within the budget on the search
     split, pooled over seeds) and ``picks share`` (among the search's picks). Ascending: group sizes never
-    decrease along the layers (:func:`grosslib.analysis.is_ascending`).
+    decrease along the layers (:func:`grosslib.tables.is_ascending`).
     """
     rows = []
     budgets = selections.drop_duplicates("budget").set_index("budget")["budget macs"]
     for budget in sorted(budgets.index, reverse=True):
         limit = int(budgets[budget])
         fits = search[search["macs"] <= limit]
-        flags = fits["name"].map(lambda n: analysis.is_ascending(parse_config(n)))
+        flags = fits["name"].map(lambda n: tables.is_ascending(parse_config(n)))
         top = (fits.sort_values(["seed", "accuracy", "macs"], ascending=[True, False, True])
                .groupby("seed", sort=True).head(top_n))
         picks = selections[selections["budget"] == budget]["name"]
@@ -279,7 +284,7 @@ def claim_search(selections: pd.DataFrame) -> dict[str, Any]:
 def claim_temperature(deficits: pd.DataFrame, profiles: pd.DataFrame | None = None) -> dict[str, Any]:
     """Claim 3 from Figure 1: alpha 4 flattest, alpha 0 tilted to large, alpha 8 to small configurations."""
     table = deficit_table(deficits)
-    flat = analysis.profile_flatness(table)
+    flat = tables.profile_flatness(table)
     flattest = [float(a) for a in flat.index[flat["flattest"]]]
     favours = {float(a): f for a, f in flat["favours"].items()}
     ok_flat = flattest == [4.0]
@@ -290,8 +295,8 @@ def claim_temperature(deficits: pd.DataFrame, profiles: pd.DataFrame | None = No
                                                           flat["tilt (pp)"].items()) + " pp")
     bands = {}
     if profiles is not None and len(profiles):
-        by_cost = analysis.profile_by_cost(analysis.mean_over_seeds(profiles), bins=3)
-        bands = analysis.best_alpha_per_band(by_cost)
+        by_cost = tables.profile_by_cost(tables.mean_over_seeds(profiles), bins=3)
+        bands = tables.best_alpha_per_band(by_cost)
         here += "; best α per cost band (cheap to dear): " + ", ".join(
             f"{v:g}" for k, v in bands.items() if k.startswith("band"))
     return {"holds": ok_flat and ok_zero and ok_eight, "here": here, "flattest": flattest,

@@ -16,6 +16,8 @@ import torch
 
 from grosslib.paths import REPO_ROOT
 
+__all__ = ["RUN_INFO_FILE", "environment_info", "write_run_info"]
+
 RUN_INFO_FILE = "run_info.json"
 
 

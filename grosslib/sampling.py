@@ -5,6 +5,8 @@ from collections.abc import Sequence
 
 import torch
 
+__all__ = ["GroupSizeSampler"]
+
 
 class GroupSizeSampler:
     """Samples a group size with ``p(s_i) = exp(-alpha i) / sum_j exp(-alpha j)``, i = 1 smallest.

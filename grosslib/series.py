@@ -23,6 +23,8 @@ from .bottleneck import bottleneck_convs, check_conv, orthonormalize_blocks
 from .btd import BTDResult, btd_series
 from .psi import check_group_size, psi
 
+__all__ = ["GroSSConv2d", "conv_output_hw", "default_group_sizes"]
+
 
 def default_group_sizes(channels: int) -> tuple[int, ...]:
     """Powers of two that divide ``channels`` (1, 2, 4, ... up to the largest one <= channels)."""

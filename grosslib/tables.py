@@ -19,6 +19,12 @@ from .models import Config, config_name
 from .records import as_config as _tuple
 from .records import percent as _pct
 
+__all__ = ["PAPER_GROSS_AT_FIXED", "PAPER_NOTE", "PAPER_TABLE2", "PAPER_TABLE3", "ascending_share",
+           "best_alpha_per_band", "by_alpha", "curve_endpoints", "deficits", "deficits_by_alpha",
+           "diverged", "diverged_stages", "is_ascending", "learning_curves", "mean_over_seeds",
+           "own_fixed_accuracy", "picks_summary", "profile_by_cost", "profile_flatness", "summarise",
+           "table2", "table3"]
+
 #: Table 2 of the paper (CIFAR-10 test accuracy in %, MACs in millions), from ``method.md``.
 PAPER_TABLE2 = pd.DataFrame(
     [("full", None, 83.88, 83.99, 0.53, 4.42),

@@ -21,7 +21,7 @@ def series() -> tuple[GroSSConv2d, dict]:
     return checks.build_series(_conv(8, 8), tol=1e-10, max_iter=200)
 
 
-# --------------------------------------------------------------------------------------------- exact_at_full_size
+# ------------------------------------------------------------------------------------ exact_at_full_size
 def test_exact_at_full_size_only_judges_square_layers() -> None:
     convs = {"square": _conv(4, 4), "wide": _conv(4, 8), "loose": _conv(8, 8)}
     errors = {"square": [0.5, 0.1, 1e-12], "wide": [0.4, 0.3], "loose": [0.4, 1e-3]}
@@ -56,7 +56,7 @@ def test_psi_holds_fails_when_one_property_fails(key: str, value: float | bool) 
     assert not checks.psi_holds({**good, key: value})
 
 
-# --------------------------------------------------------------------------------------------- max_abs_difference
+# ------------------------------------------------------------------------------------ max_abs_difference
 def test_max_abs_difference_ignores_the_label_columns() -> None:
     table = pd.DataFrame({"group size": [1, 64], "terms summed": [1, 2], "max |P - P_k|": [1e-15, 3e-14],
                           "max output error": [2e-13, 1e-16]})

@@ -16,12 +16,13 @@ import matplotlib.pyplot as plt
 import nbformat
 import pytest
 import torch
+from gross_helpers import write_kernelspec
 
-from grosslib import notebook_utils as nu
-from grosslib import paths
-from grosslib.figures import save_figure
+from grosslib import notebook as nu
+from grosslib import paths, presets
 from grosslib.models import build_papernet
-from grosslib.pipeline import COMMON_PARAMETERS, declared_parameters, run_notebook, write_kernelspec
+from grosslib.pipeline import COMMON_PARAMETERS, declared_parameters, run_notebook
+from grosslib.plots import save_figure
 
 TINY = {"preset": "tiny", "dataset": "digits", "device": "cpu", "seed": 0}
 
@@ -166,9 +167,8 @@ CASES: list[NotebookCase] = [
                  ("06_table2.png", "06_figure1_left.png", "06_figure1_right.png", "06_table3.png",
                   "06_ranking.png"), {"data_limit": 64, "failed_run_fraction": 0.0}),
 ]
-#: Notebooks whose committed copies must carry outputs (nbval compares against them).
-COMMITTED_WITH_OUTPUTS = ("01_btd_bottleneck_equivalence", "02_gross_series_and_psi",
-                         "06_reproduction_report")
+#: Notebooks whose committed copies must carry outputs (nbval compares against them) and inline plots.
+COMMITTED_WITH_OUTPUTS = tuple(c.notebook for c in CASES)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +214,54 @@ def test_notebook_structure(path: Path) -> None:
     if path.stem in COMMITTED_WITH_OUTPUTS:
         assert all(c.execution_count is not None for c in code), "commit the notebook with its outputs"
         assert not any(o.output_type == "error" for c in code for o in c.outputs)
+        images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
+        shown = sum(c.source.count(".show(fig") for c in code)
+        assert shown and len(images) == shown, f"{len(images)} inline plots for {shown} figures shown"
+
+
+def _cells(path: Path) -> tuple[str, str, str]:
+    """The notebook's imports cell, parameters cell and set-up cell (the one calling notebook.setup)."""
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    parameters = next(c for c in code if "parameters" in c.metadata.get("tags", []))
+    setup = next(c for c in code if "notebook.setup(" in c.source)
+    return code[0].source, parameters.source, setup.source
+
+
+@pytest.mark.parametrize("preset", presets.preset_names())
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def test_every_preset_passes_every_notebooks_setup(path: Path, preset: str, tmp_path: Path) -> None:
+    """The notebook's own imports, parameters and set-up cells run for every registered preset."""
+    imports, parameters, setup = _cells(path)
+    namespace: dict[str, Any] = {}
+    exec(imports, namespace)                                    # noqa: S102 - the notebook's own cells
+    exec(parameters, namespace)                                 # noqa: S102
+    namespace.update(preset=preset, run_dir=str(tmp_path / "run"), figures_dir=str(tmp_path / "figures"))
+    if path.stem.startswith("06"):
+        namespace["run_dir"] = ""                               # the committed study's records
+    exec(setup, namespace)                                      # noqa: S102
+    nb = namespace["nb"]
+    assert nb.preset.name == preset and nb.number == int(path.stem[:2])
+    assert nb.parameters["preset"] == preset
+    if "experiments=True" in setup:
+        expected = presets.get_preset(preset).replicates if namespace.get("replicates") is None else None
+        assert expected is None or len(nb.seeds) == expected
+        assert all(e.settings.name == preset for e in nb.experiments)
+
+
+def test_setup_refuses_bad_parameters(tmp_path: Path) -> None:
+    common = {"dataset": "digits", "run_dir": str(tmp_path), "figures_dir": str(tmp_path)}
+    with pytest.raises(ValueError, match="unknown preset 'huge'; valid presets: tiny, quick, study, paper"):
+        nu.setup(1, "x", preset="huge", **common)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        nu.setup(1, "x", preset="tiny", **{**common, "dataset": "mnist"})
+    with pytest.raises(ValueError, match="unknown stage 'fine_tune'"):
+        nu.setup(3, "x", preset="tiny", overrides={"fine_tune": {"lr": 1.0}}, **common)
+    with pytest.raises(ValueError, match="seed"):
+        nu.setup(1, "x", preset="tiny", seed=1.5, **common)
+    nb = nu.setup(1, "x", preset="quick", btd_max_iter=7, **common)
+    assert nb.btd_options == {"tol": 1e-4, "max_iter": 7}              # the preset's options, then overrides
+    guarded = nu.setup(1, "x", preset="study", btd_tol=1e-3, **common)
+    assert guarded.btd_options == {"tol": 1e-3, "max_block_norm": 3.0}  # no BTD option is dropped
 
 
 def test_case_table_covers_every_notebook() -> None:
@@ -281,6 +329,8 @@ def test_load_network_uses_an_existing_checkpoint(tmp_path: Path) -> None:
     net, source = nu.load_network("full/model.pt", dataset="digits", run_dir=tmp_path)
     assert "trained" in source and net.conv1.in_channels == 1
     assert torch.equal(net.conv2.weight, trained.conv2.weight)
-    fresh, source = nu.load_network("missing.pt", dataset="fashion-mnist", seed=5, run_dir=tmp_path)
-    assert "freshly initialised" in source and "not found" in source
+    with pytest.raises(FileNotFoundError, match="typo.pt"):        # never a silent fresh network
+        nu.load_network("typo.pt", dataset="fashion-mnist", seed=5, run_dir=tmp_path)
+    fresh, source = nu.load_network("", dataset="fashion-mnist", seed=5, run_dir=tmp_path)
+    assert "freshly initialised" in source and fresh.conv1.in_channels == 1
     assert torch.equal(fresh.conv2.weight, trained.conv2.weight)      # same seed, same init

@@ -40,16 +40,18 @@ def test_every_preset_has_every_stage(name: str) -> None:
         assert cfg == preset.stages[stage]
     assert preset.replicates >= 1 and preset.dataset in ("digits", "fashion-mnist", "cifar10")
     # GroSS stages sample group sizes, fixed and full stages train one configuration
-    assert preset.stage("reconstruct_gross").alpha is not None and preset.stage("finetune_gross").alpha is not None
+    assert all(preset.stage(s).alpha is not None for s in ("reconstruct_gross", "finetune_gross"))
     assert all(preset.stage(s).alpha is None for s in ("full", "reconstruct_fixed", "finetune_fixed"))
 
 
 def test_a_preset_must_have_exactly_the_stages() -> None:
     stages = dict(PRESETS["tiny"].stages)
     with pytest.raises(ValueError, match=r"missing \['finetune_fixed'\]"):
-        Preset("x", dataset="digits", replicates=1, btd_options={}, stages={k: stages[k] for k in STAGES[:-1]})
+        Preset("x", dataset="digits", replicates=1, btd_options={},
+               stages={k: stages[k] for k in STAGES[:-1]})
     with pytest.raises(ValueError, match=r"unknown \['extra'\]"):
-        Preset("x", dataset="digits", replicates=1, btd_options={}, stages={**stages, "extra": stages["full"]})
+        Preset("x", dataset="digits", replicates=1, btd_options={},
+               stages={**stages, "extra": stages["full"]})
     with pytest.raises(ValueError, match="replicates"):
         Preset("x", dataset="digits", replicates=0, btd_options={}, stages=stages)
 

@@ -1,9 +1,20 @@
-"""Tests for grosslib.study: the configurations it ranks, its files, and the study preset end to end."""
+"""Tests for grosslib.study: the configurations it ranks, its files, its command line (bad inputs,
+signals) and the study preset end to end."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -16,8 +27,10 @@ from grosslib import presets, study
 from grosslib.data import load_dataset
 from grosslib.macs import config_macs
 from grosslib.models import build_papernet, search_space
+from grosslib.study import __main__ as cli
 
 FIXED = [(1, 1, 1), (4, 4, 4), (16, 16, 16), (32, 32, 32)]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +115,7 @@ def test_study_file_ties_a_directory_to_its_settings(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not a study directory"):
         study.read_study_file(tmp_path)
     first = study.write_study_file(tmp_path, dataset="digits", preset="tiny", seeds=[0], plan=plan)
-    assert first["schedule"]["full"]["epochs"] == presets.TINY["full"].epochs
+    assert first["schedule"]["full"]["epochs"] == presets.get_preset("tiny").stage("full").epochs
     more = study.write_study_file(tmp_path, dataset="digits", preset="tiny", seeds=[2], plan=plan)
     assert more["seeds"] == [0, 2]
     with pytest.raises(ValueError, match="preset='tiny'"):
@@ -135,8 +148,7 @@ def tiny_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """
     root = tmp_path / "fashion"
     write_fashion_idx(root, n_train=160, n_test=40)
-    capped = {**presets.PRESET_BTD_OPTIONS["study"], "max_iter": 30}
-    monkeypatch.setitem(presets.PRESET_BTD_OPTIONS, "study", capped)
+    _replace_preset(monkeypatch, "study", max_iter=30)
 
     def load(name: str, limit: int | None = None):
         assert name == "fashion-mnist"
@@ -155,7 +167,7 @@ def test_study_preset_end_to_end_one_seed(tmp_path: Path, tiny_fashion: None) ->
     run_dir = tmp_path / "study"
     records = study.run_study(run_dir, dataset="fashion-mnist", preset="study", seeds=[0], threads=1)
     settings = study.read_study_file(run_dir)
-    assert settings["schedule"]["full"]["epochs"] == presets.STUDY["full"].epochs == 5
+    assert settings["schedule"]["full"]["epochs"] == presets.get_preset("study").stage("full").epochs == 5
     assert "Fashion-MNIST" in settings["schedule_note"]
     assert len(records["table2"]) == 5 and len(records["deficits"]) == 3 * 4
     assert records["profiles"].groupby("alpha").size().to_dict() == {0.0: 252, 4.0: 252, 8.0: 252}
@@ -199,18 +211,314 @@ def test_parallel_seeds_report_the_failing_seed(tmp_path: Path) -> None:
     assert "unknown dataset 'no-such-dataset'" in (tmp_path / "seed0" / "study.log").read_text()
 
 
-def test_cached_decomposition_is_tied_to_its_btd_options(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def _replace_preset(monkeypatch: pytest.MonkeyPatch, name: str, **btd_options: object) -> None:
+    """Register a copy of preset ``name`` whose BTD options carry ``btd_options`` (every lookup sees it)."""
+    original = presets.get_preset(name)
+    changed = dataclasses.replace(original, btd_options={**original.btd_options, **btd_options})
+    monkeypatch.setattr(presets, "PRESETS", MappingProxyType({**presets.PRESETS, name: changed}))
+    assert presets.get_preset(name) is changed
+
+
+def test_cached_decomposition_is_tied_to_its_btd_options_and_network(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     def make() -> experiment.Experiment:
         return experiment.Experiment("digits", "tiny", run_dir=tmp_path, data_limit=64, progress=False)
 
-    first = make().decomposed()
-    options_file = tmp_path / "seed0" / "decomposed.json"
-    assert json.loads(options_file.read_text()) == presets.PRESET_BTD_OPTIONS["tiny"]
+    exp = make()
+    first = exp.decomposed()
+    info_file = tmp_path / "seed0" / "decomposed.json"
+    info = json.loads(info_file.read_text())
+    assert info == {"btd_options": dict(presets.get_preset("tiny").btd_options),
+                    "network": experiment.network_fingerprint(exp.full_network()[0])}
     again = make().decomposed()
     pairs = zip(first.parameters(), again.parameters(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)        # read back from decomposed.pt
-    guarded = {**presets.PRESET_BTD_OPTIONS["tiny"], "max_block_norm": 2.0}
-    monkeypatch.setitem(presets.PRESET_BTD_OPTIONS, "tiny", guarded)
+
+    info_file.write_text(json.dumps({**info, "network": "0" * 64}))
+    with pytest.raises(ValueError, match=r"decomposed from another network .* delete it"):
+        make().decomposed()
+    info_file.write_text(json.dumps(info))
+    make().decomposed()                                    # the matching record is accepted again
+    _replace_preset(monkeypatch, "tiny", max_block_norm=2.0)
     with pytest.raises(ValueError, match=r"decomposed with BTD options .* delete it"):
         make().decomposed()
+
+
+# --------------------------------------------------------------------------------------------- command line
+#: a cheap, correct ``run``: the tiny preset on 64 digits, one thread per process
+TINY_RUN = ["--preset", "tiny", "--dataset", "digits", "--seeds", "1", "--data-limit", "64", "--threads", "1",
+            "--no-collect"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (cli.ALLOW_DOWNLOAD_ENV, cli.TRACEBACK_ENV)}
+    return {**env, "OMP_NUM_THREADS": "1"}
+
+
+def _cli(*args: str, **popen: object) -> subprocess.Popen:
+    """``python -m grosslib.study *args`` started in the repository."""
+    return subprocess.Popen([sys.executable, "-m", "grosslib.study", *args], cwd=REPO, env=_env(),
+                            **popen)  # type: ignore[call-overload]
+
+
+def _command_lines() -> dict[int, str]:
+    """The command line of every live process (psutil if installed, else /proc); zombies left out."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    lines = {}
+    if psutil is not None:
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["cmdline"] and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                lines[proc.pid] = " ".join(proc.info["cmdline"])
+        return lines
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = entry.read_bytes()
+        except OSError:
+            continue
+        if text:
+            lines[int(entry.parent.name)] = text.replace(b"\0", b" ").decode(errors="replace").strip()
+    return lines
+
+
+def _processes(*parts: str) -> list[int]:
+    """Live processes whose command line contains every one of ``parts``."""
+    return sorted(pid for pid, line in _command_lines().items() if all(p in line for p in parts))
+
+
+def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _kill_leftovers(run_dir: Path) -> list[int]:
+    """SIGKILL any process still mentioning ``run_dir`` (started by this test); their ids."""
+    left = _processes(str(run_dir))
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+can_list_processes = pytest.mark.skipif(
+    sys.platform == "win32"
+    or not (Path("/proc/self/cmdline").exists() or importlib.util.find_spec("psutil")),
+    reason="needs POSIX signals, and psutil or /proc to list processes")
+
+
+@can_list_processes
+def test_sigterm_stops_every_seed_process_and_names_the_resume_command(tmp_path: Path) -> None:
+    """A real SIGTERM to ``run --jobs 2``: both seed processes stopped, a summary, the resume command, 143."""
+    run_dir = tmp_path / "study"
+    argv = ["run", "--run-dir", str(run_dir), *TINY_RUN, "--seeds", "2", "--jobs", "2"]
+    with open(tmp_path / "stdout", "w") as out, open(tmp_path / "stderr", "w") as err:
+        parent = _cli(*argv, stdout=out, stderr=err)
+    try:
+        _wait_for(lambda: len(_processes("grosslib.study seed", str(run_dir))) == 2, 120,
+                  "both seed processes")
+        os.kill(parent.pid, signal.SIGTERM)
+        status = parent.wait(timeout=60)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    stderr = (tmp_path / "stderr").read_text()
+    try:
+        _wait_for(lambda: not _processes(str(run_dir)), 5, "every seed process to end")
+    finally:
+        left = _kill_leftovers(run_dir)
+    assert not left, f"processes left running: {left}"
+    assert status == 143, stderr
+    assert "Traceback" not in stderr
+    assert "stopped by SIGTERM; seeds finished: none; stopped: 0, 1" in stderr
+    assert f"resume with: {cli.resume_command(argv)}\n" in stderr
+    assert f"-m grosslib.study {shlex.join(argv)}" in stderr
+    for seed in (0, 1):
+        assert "stopped by the study process" in (run_dir / f"seed{seed}" / "study.log").read_text()
+
+
+@pytest.mark.slow
+@can_list_processes
+def test_ctrl_c_stops_a_single_process_run_which_the_same_command_resumes(tmp_path: Path) -> None:
+    """SIGINT to ``run --jobs 1`` mid-training: a summary, the resume command, 130; then it resumes."""
+    run_dir = tmp_path / "study"
+    argv = ["run", "--run-dir", str(run_dir), *TINY_RUN]
+    parent = _cli(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: (run_dir / "seed0" / "full").exists() or parent.poll() is not None, 120,
+                  "training to start")
+        os.kill(parent.pid, signal.SIGINT)
+        _, stderr = parent.communicate(timeout=60)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert parent.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "stopped by SIGINT; seeds finished: none; stopped: 0" in stderr
+    assert f"resume with: {cli.resume_command(argv)}" in stderr
+    assert not _kill_leftovers(run_dir)
+    resumed = _cli(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr
+    assert json.loads((run_dir / "seed0" / study.SEED_DONE_FILE).read_text())["seed"] == 0
+
+
+def test_stopping_children_escalates_to_sigkill(tmp_path: Path) -> None:
+    """A child that ignores SIGTERM is SIGKILLed after the grace period, and its log says it was stopped."""
+    log = tmp_path / "child.log"
+    handle = open(log, "a")
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=handle, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        _wait_for(lambda: "ready" in log.read_text(), 30, "the child to ignore SIGTERM")
+        started = time.monotonic()
+        running = {3: (child, handle, log)}
+        assert study._stop_children(running, lambda: False, grace=0.5) == ([], [3])
+        assert 0.4 < time.monotonic() - started < 10
+        assert child.returncode == -signal.SIGKILL and not running and handle.closed
+        assert "stopped by the study process (exit -9)" in log.read_text()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_interrupted_summary() -> None:
+    stop = study.StudyInterrupted(signal.SIGTERM, finished=[0], stopped=[1, 2], pending=[3])
+    assert stop.exit_status == 143 and isinstance(stop, KeyboardInterrupt)
+    assert str(stop) == ("stopped by SIGTERM; seeds finished: 0; stopped: 1, 2; not started: 3 "
+                         "(every finished stage is kept)")
+    assert study.StudyInterrupted().exit_status == 130
+    assert str(study.StudyInterrupted()) == "stopped by SIGINT (every finished stage is kept)"
+
+
+#: bad ``run`` inputs checked in subprocesses: (extra arguments, what the one line must say)
+BAD_RUNS = {
+    "preset": (["--preset", "huge"], "unknown preset 'huge'; valid presets: tiny, quick, study, paper"),
+    "dataset": (["--dataset", "nope"], "unknown dataset 'nope'; valid datasets:"),
+    "device": (["--device", "cuda"], "CUDA is not available here; use --device cpu"),
+    "jobs": (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    "run-dir": ([], "is a file, not a directory"),
+    "other-settings": (["--preset", "quick"], "this study was run with preset='tiny', not 'quick'"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Every case of :data:`BAD_RUNS` run at once (each starts a Python with torch: slow on 2 cores)."""
+    root = tmp_path_factory.mktemp("bad_runs")
+    (root / "a-file").write_text("not a directory")
+    other = root / "other"
+    study.write_study_file(other, dataset="digits", preset="tiny", seeds=[0], plan=study.StudyPlan(),
+                           data_limit=64)
+    run_dirs = {name: root / "study" for name in BAD_RUNS}
+    run_dirs["run-dir"], run_dirs["other-settings"] = root / "a-file", other
+    started = {name: (_cli("run", *TINY_RUN, "--run-dir", str(run_dirs[name]), *extra,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), run_dirs[name])
+               for name, (extra, _) in BAD_RUNS.items() if name != "device" or not torch.cuda.is_available()}
+    results = {}
+    for name, (process, run_dir) in started.items():
+        stdout, stderr = process.communicate(timeout=300)
+        completed = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        results[name] = (completed, run_dir)
+    return results
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_bad_run_inputs_end_with_one_line_and_status_2(case: str, bad_runs: dict, tmp_path: Path) -> None:
+    if case not in bad_runs:
+        pytest.skip("CUDA is available here")
+    result, run_dir = bad_runs[case]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert BAD_RUNS[case][1] in lines[0]
+    if case == "other-settings":       # the study is left as it was, and its own settings still run
+        assert json.loads((run_dir / study.STUDY_FILE).read_text())["preset"] == "tiny"
+        args = cli.build_parser().parse_args(["run", "--run-dir", str(run_dir), "--seeds", "2"])
+        assert cli.check_run_args(args)["preset"] == "tiny"
+    elif case != "run-dir":            # nothing written: the corrected command is not refused
+        assert not (run_dir / study.STUDY_FILE).exists()
+        args = cli.build_parser().parse_args(["run", "--run-dir", str(run_dir), *TINY_RUN])
+        checked = cli.check_run_args(args)
+        assert (checked["preset"], checked["dataset"], checked["seeds"]) == ("tiny", "digits", [0])
+
+
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:
+    status = cli.main(list(argv))
+    return status, capsys.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seed-list", "1,x"], "--seed-list '1,x': expected comma-separated seeds >= 0"),
+    (["--seed-list", "-1"], "--seed-list '-1': expected comma-separated seeds >= 0"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["--data-limit", "0"], "--data-limit must be >= 1, got 0"),
+])
+def test_bad_run_values_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+                                   message: str) -> None:
+    status, lines = _main(capsys, "run", "--run-dir", str(tmp_path / "s"), *TINY_RUN, *extra)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "s").exists()
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["run", "--run-dir", "x", "--jobs", "two"])
+    lines = capsys.readouterr().err.splitlines()
+    assert raised.value.code == 2 and len(lines) == 1
+    assert lines[0] == ("error: argument --jobs: invalid int value: 'two' "
+                        "(see `python -m grosslib.study run --help`)")
+
+
+def test_a_dataset_that_needs_a_download_is_refused_unless_allowed(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROSS_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv(cli.ALLOW_DOWNLOAD_ENV, raising=False)
+    argv = ["run", "--run-dir", str(tmp_path / "s"), "--preset", "tiny", "--dataset", "cifar10"]
+    status, lines = _main(capsys, *argv)
+    assert status == 2 and len(lines) == 1
+    assert lines[0].startswith("error: dataset 'cifar10' is not on this machine: it would need a download")
+    assert f"{cli.ALLOW_DOWNLOAD_ENV}=1" in lines[0]
+    monkeypatch.setenv(cli.ALLOW_DOWNLOAD_ENV, "1")
+    assert cli.check_run_args(cli.build_parser().parse_args(argv))["dataset"] == "cifar10"
+    assert not (tmp_path / "s").exists()
+
+
+def test_collect_and_report_refuse_a_directory_that_is_not_a_study(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("collect", "report"):
+        status, lines = _main(capsys, command, "--run-dir", str(tmp_path))
+        assert status == 2 and len(lines) == 1
+        assert lines[0].startswith(f"error: {tmp_path / study.STUDY_FILE} not found: not a study directory")
+    (tmp_path / study.STUDY_FILE).write_text("[1, 2]")
+    status, lines = _main(capsys, "collect", "--run-dir", str(tmp_path))
+    assert status == 2 and len(lines) == 1 and "is not a study file" in lines[0]
+
+
+def test_run_refuses_other_settings_of_an_existing_study_in_process(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study.write_study_file(tmp_path, dataset="digits", preset="tiny", seeds=[0], plan=study.StudyPlan())
+    before = (tmp_path / study.STUDY_FILE).read_text()
+    for extra, message in ((["--data-limit", "8"], "data_limit=None, not 8"),
+                           (["--dataset", "fashion-mnist"], "dataset='digits', not 'fashion-mnist'")):
+        status, lines = _main(capsys, "run", "--run-dir", str(tmp_path), *extra)
+        assert status == 2 and len(lines) == 1 and message in lines[0] and "another --run-dir" in lines[0]
+    assert (tmp_path / study.STUDY_FILE).read_text() == before
+    checked = cli.check_run_args(cli.build_parser().parse_args(["run", "--run-dir", str(tmp_path)]))
+    assert (checked["dataset"], checked["preset"], checked["data_limit"]) == ("digits", "tiny", None)

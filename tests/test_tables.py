@@ -1,4 +1,4 @@
-"""Tests for grosslib.tables (and search.select_under_budgets): the tables of notebooks 03-05 on small frames."""
+"""Tests for grosslib.tables and search.select_under_budgets: notebooks 03-05's tables on small frames."""
 from __future__ import annotations
 
 import json

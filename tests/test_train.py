@@ -1,4 +1,4 @@
-"""Tests for grosslib.train, grosslib.presets and grosslib.runinfo (CPU, digits, 'tiny' preset)."""
+"""Tests for grosslib.train and grosslib.runinfo (CPU, digits, 'tiny' preset); presets: test_presets.py."""
 
 from __future__ import annotations
 
@@ -14,18 +14,20 @@ import torch
 from torch import nn
 
 import grosslib.train as train
+from grosslib.checkpoint import Checkpointer
 from grosslib.data import DatasetSplits, Split, load_dataset, normalize
+from grosslib.io import resolve_device
 from grosslib.models import build_papernet, decompose, decomposed_layers, fixed_config_network, get_config
-from grosslib.presets import PRESETS, STAGES, get_preset
+from grosslib.presets import get_preset
 from grosslib.runinfo import environment_info, write_run_info
 from grosslib.sampling import GroupSizeSampler
 from grosslib.train import (
     CheckpointError,
+    NonFiniteError,
     TrainConfig,
     evaluate,
     finetune,
     reconstruct_responses,
-    resolve_device,
     train_full,
 )
 
@@ -53,7 +55,7 @@ def fixed_net(papernet: nn.Module) -> nn.Module:
 
 
 def tiny(stage: str, **overrides) -> TrainConfig:
-    return get_preset("tiny", stage, **overrides)
+    return get_preset("tiny").stage(stage, **overrides)
 
 
 def snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -157,14 +159,14 @@ def test_resume_is_exact(when, gross_net, data, tmp_path, monkeypatch):
 
     net = copy.deepcopy(gross_net)
     if when == "after_checkpoint":
-        real_save = train.save_checkpoint
+        real_save = Checkpointer.save
 
-        def save_then_die(path, state):
-            real_save(path, state)
+        def save_then_die(self, state):
+            real_save(self, state)
             if state["epoch"] == 2:
                 raise Killed
 
-        monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+        monkeypatch.setattr(Checkpointer, "save", save_then_die)
     else:
         real_iterate, calls = train.iterate_batches, Counter()
 
@@ -195,7 +197,7 @@ def test_resume_is_exact(when, gross_net, data, tmp_path, monkeypatch):
 def test_finished_run_is_skipped(fixed_net, data, tmp_path, monkeypatch):
     net = copy.deepcopy(fixed_net)
     first = finetune(net, data, tiny("finetune_fixed"), tmp_path, progress=False)
-    monkeypatch.setattr(train, "save_checkpoint", lambda *a: pytest.fail("a finished run trained again"))
+    monkeypatch.setattr(Checkpointer, "save", lambda *a: pytest.fail("a finished run trained again"))
     other = copy.deepcopy(fixed_net)
     second = finetune(other, data, tiny("finetune_fixed"), tmp_path, progress=False)
     assert second.skipped and not first.skipped
@@ -327,38 +329,20 @@ def test_finetune_sampling_follows_alpha(alpha, repeats, gross_net, data, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Presets, device, evaluation, run info
+# Configuration, device, evaluation, run info
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_presets():
-    assert set(PRESETS) == {"paper", "quick", "study", "tiny"}
-    for preset in PRESETS.values():
-        assert set(preset) == set(STAGES)
-        assert all(cfg.notes for cfg in preset.values())
-    paper = PRESETS["paper"]
-    assert (paper["full"].epochs, paper["full"].lr, paper["full"].milestones) == (100, 0.1, (50, 75))
-    assert (paper["reconstruct_gross"].epochs, paper["reconstruct_gross"].lr) == (30, 1e-4)
-    assert (paper["reconstruct_fixed"].lr, paper["reconstruct_fixed"].milestones) == (1e-2, (20,))
-    assert (paper["finetune_gross"].epochs, paper["finetune_gross"].milestones) == (150, (80, 120))
-    assert (paper["finetune_fixed"].epochs, paper["finetune_fixed"].lr) == (100, 1e-3)
-    assert all(c.batch_size == 128 and c.momentum == 0.9 and c.gamma == 0.1 for c in paper.values())
-    assert paper["finetune_gross"].alpha == 4.0 and paper["finetune_fixed"].alpha is None
-    assert get_preset("paper", "finetune_gross", alpha=8.0).alpha == 8.0
-    for bad in [dict(preset="nope", stage="full"), dict(preset="paper", stage="nope")]:
-        with pytest.raises(ValueError, match="unknown"):
-            get_preset(**bad)
-    with pytest.raises(ValueError, match="unknown TrainConfig field"):
-        get_preset("paper", "full", learning_rate=1.0)
-    with pytest.raises(ValueError, match="milestones"):
-        TrainConfig(epochs=3, lr=0.1, milestones=(2, 1))
-    cfg = get_preset("quick", "full")
-    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    study = PRESETS["study"]          # the paper's 3:2 GroSS:fixed fine-tuning epochs, equal reconstruction
-    assert (study["finetune_gross"].epochs, study["finetune_fixed"].epochs) == (3, 2)
-    assert study["reconstruct_gross"].epochs == study["reconstruct_fixed"].epochs
-    assert study["reconstruct_gross"].lr == study["reconstruct_fixed"].lr
-    assert all(c.batch_size == 128 for c in study.values()) and study["full"].max_grad_norm is None
+def test_train_config_validates_and_round_trips():
+    cfg = get_preset("quick").stage("finetune_gross")
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig(epochs=1, lr=0.1, milestones=[2, 3]).milestones == (2, 3)
+    for bad, word in [(dict(milestones=(2, 1)), "milestones"), (dict(milestones=(0,)), "milestones"),
+                      (dict(epochs=-1), "epochs"), (dict(lr=0.0), "lr"), (dict(batch_size=0), "batch_size"),
+                      (dict(max_batches=0), "max_batches"), (dict(max_grad_norm=0.0), "max_grad_norm"),
+                      (dict(alpha=float("nan")), "alpha"), (dict(nesterov=True, momentum=0.0), "nesterov")]:
+        with pytest.raises(ValueError, match=word):
+            TrainConfig(**{"epochs": 3, "lr": 0.1, **bad})
 
 
 @pytest.mark.parametrize("cuda,mps,expected", [(True, True, "cuda"), (True, False, "cuda"),
@@ -384,6 +368,77 @@ def test_evaluate_restores_mode(papernet, data):
     assert net.training
     again = evaluate(net.eval(), data.val, data.mean, data.std)
     assert again["accuracy"] == m["accuracy"] and again["loss"] == pytest.approx(m["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_evaluate_refuses_non_finite_outputs(value, papernet, data):
+    net = copy.deepcopy(papernet).train()
+    with torch.no_grad():
+        net.fc2.weight[0, 0] = value
+    with pytest.raises(NonFiniteError, match="NaN or infinite"):
+        evaluate(net, data.val, data.mean, data.std)
+    assert net.training                                   # the mode is restored after the error
+    assert issubclass(NonFiniteError, FloatingPointError)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Divergence: a non-finite loss or weight stops the run, the last good checkpoint stays
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _diverge_after_first_epoch(net: nn.Module, where: str) -> None:
+    """From the second training step on, make the loss (``where="loss"``) or the weights NaN.
+
+    Each epoch is one step (``max_batches=1``). ``"weight"``: fc2's gradient becomes NaN, so the epoch's
+    loss (computed before the step) stays finite and only the trained weight is caught.
+    """
+    steps = Counter()
+    if where == "loss":
+        def forward_hook(module, args, output):
+            if module.training:
+                steps["forward"] += 1
+                if steps["forward"] > 1:
+                    return output * float("nan")
+            return output
+
+        net.register_forward_hook(forward_hook)
+    else:
+        def gradient_hook(grad):
+            steps["backward"] += 1
+            return grad * float("nan") if steps["backward"] > 1 else grad
+
+        net.fc2.weight.register_hook(gradient_hook)
+
+
+@pytest.mark.parametrize(("where", "message"), [("loss", "training loss nan"),
+                                                 ("weight", "trained parameter")])
+def test_divergence_stops_before_the_bad_checkpoint(where, message, data, tmp_path):
+    cfg = tiny("full", epochs=3, max_batches=1)
+    net = build_papernet(seed=2)
+    _diverge_after_first_epoch(net, where)
+    with pytest.raises(NonFiniteError, match=f"epoch 2: {message}.*not finite.*checkpoint.pt"):
+        train_full(net, data, cfg, tmp_path, progress=False)
+    assert not (tmp_path / "done.json").exists()
+    state = Checkpointer(tmp_path).load(torch.device("cpu"))
+    assert state["epoch"] == 1 and [h["epoch"] for h in state["history"]] == [1]
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values() if v.is_floating_point())
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]
+    fresh = build_papernet(seed=2)
+    fresh.load_state_dict(state["model"])
+    assert evaluate(fresh, data.val, data.mean, data.std)["loss"] > 0     # finite: no NonFiniteError
+    # once the cause is fixed, the run resumes from the last good epoch
+    resumed = train_full(build_papernet(seed=2), data, cfg, tmp_path, progress=False)
+    assert resumed.resumed_epochs == 1 and [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert (tmp_path / "done.json").exists()
+
+
+def test_divergence_in_the_first_epoch_leaves_no_checkpoint(data, tmp_path):
+    net = build_papernet(seed=2)
+    net.register_forward_hook(lambda module, args, out: out * float("nan") if module.training else out)
+    with pytest.raises(NonFiniteError, match="epoch 1:.*no epoch finished"):
+        train_full(net, data, tiny("full", epochs=2), tmp_path, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "done.json").exists()
 
 
 def test_run_info(tmp_path: Path):
