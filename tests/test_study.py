@@ -138,6 +138,14 @@ def test_published_records_are_read_without_training(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- end to end
+def _replace_preset(monkeypatch: pytest.MonkeyPatch, name: str, **btd_options: object) -> None:
+    """Register a copy of preset ``name`` whose BTD options carry ``btd_options`` (every lookup sees it)."""
+    original = presets.get_preset(name)
+    changed = dataclasses.replace(original, btd_options={**original.btd_options, **btd_options})
+    monkeypatch.setattr(presets, "PRESETS", MappingProxyType({**presets.PRESETS, name: changed}))
+    assert presets.get_preset(name) is changed
+
+
 @pytest.fixture
 def tiny_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Experiments load 160 + 40 synthetic Fashion-MNIST images from IDX files (the real loader).
@@ -209,14 +217,6 @@ def test_parallel_seeds_report_the_failing_seed(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"seed 0 \(exit 1; see .*seed0/study.log\).*seed 1"):
         study.run_study(tmp_path, dataset="no-such-dataset", preset="tiny", seeds=[0, 1], jobs=2)
     assert "unknown dataset 'no-such-dataset'" in (tmp_path / "seed0" / "study.log").read_text()
-
-
-def _replace_preset(monkeypatch: pytest.MonkeyPatch, name: str, **btd_options: object) -> None:
-    """Register a copy of preset ``name`` whose BTD options carry ``btd_options`` (every lookup sees it)."""
-    original = presets.get_preset(name)
-    changed = dataclasses.replace(original, btd_options={**original.btd_options, **btd_options})
-    monkeypatch.setattr(presets, "PRESETS", MappingProxyType({**presets.PRESETS, name: changed}))
-    assert presets.get_preset(name) is changed
 
 
 def test_cached_decomposition_is_tied_to_its_btd_options_and_network(tmp_path: Path,
@@ -347,6 +347,29 @@ def test_sigterm_stops_every_seed_process_and_names_the_resume_command(tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+@can_list_processes
+def test_seed_processes_end_when_the_study_process_is_killed(tmp_path: Path) -> None:
+    """SIGKILL (which cannot be handled) to ``run --jobs 2``: its seed processes end by themselves."""
+    run_dir = tmp_path / "study"
+    parent = _cli("run", "--run-dir", str(run_dir), *TINY_RUN, "--seeds", "2", "--jobs", "2",
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: len(_processes("grosslib.study seed", str(run_dir))) == 2, 120,
+                  "both seed processes")
+        parent.kill()
+        parent.wait(timeout=30)
+        _wait_for(lambda: not _processes(str(run_dir)), 90, "the orphaned seed processes to end")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        _kill_leftovers(run_dir)
+    # they ended because their parent died, not because they finished their seed
+    assert not any((run_dir / f"seed{seed}" / study.SEED_DONE_FILE).exists() for seed in (0, 1))
+
+
+@pytest.mark.slow
 @can_list_processes
 def test_ctrl_c_stops_a_single_process_run_which_the_same_command_resumes(tmp_path: Path) -> None:
     """SIGINT to ``run --jobs 1`` mid-training: a summary, the resume command, 130; then it resumes."""
@@ -410,21 +433,25 @@ BAD_RUNS = {
     "dataset": (["--dataset", "nope"], "unknown dataset 'nope'; valid datasets:"),
     "device": (["--device", "cuda"], "CUDA is not available here; use --device cpu"),
     "jobs": (["--jobs", "0"], "--jobs must be >= 1, got 0"),
-    "run-dir": ([], "is a file, not a directory"),
     "other-settings": (["--preset", "quick"], "this study was run with preset='tiny', not 'quick'"),
 }
 
 
+#: a finished bad ``run``: the process, its run directory, its ``study.json`` before ('' if none)
+BadRun = tuple[subprocess.CompletedProcess, Path, str]
+
+
 @pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BadRun]:
     """Every case of :data:`BAD_RUNS` run at once (each starts a Python with torch: slow on 2 cores)."""
     root = tmp_path_factory.mktemp("bad_runs")
-    (root / "a-file").write_text("not a directory")
     other = root / "other"
     study.write_study_file(other, dataset="digits", preset="tiny", seeds=[0], plan=study.StudyPlan(),
                            data_limit=64)
     run_dirs = {name: root / "study" for name in BAD_RUNS}
-    run_dirs["run-dir"], run_dirs["other-settings"] = root / "a-file", other
+    run_dirs["other-settings"] = other
+    before = {name: (run_dir / study.STUDY_FILE).read_text() if (run_dir / study.STUDY_FILE).exists() else ""
+              for name, run_dir in run_dirs.items()}
     started = {name: (_cli("run", *TINY_RUN, "--run-dir", str(run_dirs[name]), *extra,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), run_dirs[name])
                for name, (extra, _) in BAD_RUNS.items() if name != "device" or not torch.cuda.is_available()}
@@ -432,25 +459,25 @@ def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subpro
     for name, (process, run_dir) in started.items():
         stdout, stderr = process.communicate(timeout=300)
         completed = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        results[name] = (completed, run_dir)
+        results[name] = (completed, run_dir, before[name])
     return results
 
 
 @pytest.mark.parametrize("case", list(BAD_RUNS))
-def test_bad_run_inputs_end_with_one_line_and_status_2(case: str, bad_runs: dict, tmp_path: Path) -> None:
+def test_bad_run_inputs_end_with_one_line_and_status_2(case: str, bad_runs: dict[str, BadRun]) -> None:
     if case not in bad_runs:
         pytest.skip("CUDA is available here")
-    result, run_dir = bad_runs[case]
+    result, run_dir, before = bad_runs[case]
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert BAD_RUNS[case][1] in lines[0]
     if case == "other-settings":       # the study is left as it was, and its own settings still run
-        assert json.loads((run_dir / study.STUDY_FILE).read_text())["preset"] == "tiny"
+        assert (run_dir / study.STUDY_FILE).read_text() == before
         args = cli.build_parser().parse_args(["run", "--run-dir", str(run_dir), "--seeds", "2"])
         assert cli.check_run_args(args)["preset"] == "tiny"
-    elif case != "run-dir":            # nothing written: the corrected command is not refused
+    else:                              # nothing written: the corrected command is not refused
         assert not (run_dir / study.STUDY_FILE).exists()
         args = cli.build_parser().parse_args(["run", "--run-dir", str(run_dir), *TINY_RUN])
         checked = cli.check_run_args(args)
@@ -474,6 +501,15 @@ def test_bad_run_values_in_process(tmp_path: Path, capsys: pytest.CaptureFixture
     status, lines = _main(capsys, "run", "--run-dir", str(tmp_path / "s"), *TINY_RUN, *extra)
     assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert not (tmp_path / "s").exists()
+
+
+def test_a_run_dir_inside_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    for run_dir in (tmp_path / "a-file", tmp_path / "a-file" / "study"):
+        status, lines = _main(capsys, "run", "--run-dir", str(run_dir), *TINY_RUN)
+        assert status == 2 and len(lines) == 1
+        assert lines[0] == (f"error: --run-dir {run_dir}: {tmp_path / 'a-file'} is a file, not a directory; "
+                            "pass a directory (created if absent)")
 
 
 def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,6 +54,11 @@ from ..models import config_name, search_space
 from ..runinfo import environment_info
 from ..search import select_under_budgets
 
+__all__ = ["PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES", "SEED_DONE_FILE", "STUDY_FILE",
+           "StudyInterrupted", "StudyPlan", "check_study_file", "collect_records", "load_or_collect",
+           "parse_config", "ranking_configs", "read_records", "read_study_file", "run_seed", "run_study",
+           "write_records", "write_study_file"]
+
 Config = tuple[int, ...]
 
 STUDY_FILE = "study.json"
@@ -323,12 +328,15 @@ class StudyInterrupted(KeyboardInterrupt):
         def names(seeds: Sequence[int]) -> str:
             return ", ".join(str(s) for s in seeds) or "none"
 
+        name = signal.Signals(self.signum).name
+        if not (self.finished or self.stopped or self.pending or self.failed):
+            return f"stopped by {name} (every finished stage is kept)"
         parts = [f"seeds finished: {names(self.finished)}", f"stopped: {names(self.stopped)}"]
         if self.pending:
             parts.append(f"not started: {names(self.pending)}")
         if self.failed:
             parts.append(f"failed: {', '.join(self.failed)}")
-        return (f"stopped by {signal.Signals(self.signum).name}; " + "; ".join(parts)
+        return (f"stopped by {name}; " + "; ".join(parts)
                 + " (every finished stage is kept)")
 
 
@@ -390,6 +398,9 @@ def _stop_children(running: dict[int, tuple[subprocess.Popen, Any, Path]], hurry
     finished, stopped = [], []
     for seed, (process, handle, _) in sorted(running.items()):
         process.wait()
+        if process.returncode != 0:
+            handle.write(f"\n[{datetime.now().isoformat(timespec='seconds')}] stopped by the study process "
+                         f"(exit {process.returncode}); run the study again to resume\n")
         handle.close()
         (finished if process.returncode == 0 else stopped).append(seed)
     running.clear()

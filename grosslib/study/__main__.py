@@ -3,27 +3,49 @@
 ``run`` trains every stage of every seed (resumable; ``--jobs N`` seeds in parallel processes),
 ``seed`` trains one seed of an existing study directory (what ``--jobs`` starts), ``collect`` writes
 ``records.json`` and ``report`` renders notebook 06 on a study directory (``--publish``: also the
-committed copy). Inputs are checked before any work starts; a bad one ends with one line naming the
-problem and the fix, and exit status 2.
+committed copy). Inputs are checked before any work starts (:func:`check_run_args`); a bad one ends
+with one line naming the problem and the fix, and exit status 2. Ctrl-C (SIGINT) or SIGTERM stops
+every seed process, prints which seeds finished and the command that resumes, and exits 130 / 143.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import shutil
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from .. import presets
+from ..data import DATASET_NAMES, DatasetNotFoundError, check_available
+from ..io import resolve_device
 from . import (
+    PARENT_ENV,
     RECORDS_FILE,
     STUDY_FILE,
+    StudyInterrupted,
     StudyPlan,
     _experiments,
+    _on_signals,
+    _raise_interrupted,
+    check_study_file,
     collect_records,
     read_study_file,
     run_seed,
     run_study,
 )
+
+__all__ = ["ALLOW_DOWNLOAD_ENV", "REPORT_NOTEBOOK", "TRACEBACK_ENV", "build_parser", "check_dataset",
+           "check_run_args", "main", "parse_seed_list", "render_report", "resume_command"]
+
+#: ``1`` lets ``run`` use a dataset that is not on this machine (torchvision downloads it).
+ALLOW_DOWNLOAD_ENV = "GROSS_ALLOW_DOWNLOAD"
+#: ``1`` shows the traceback of an error instead of its one line.
+TRACEBACK_ENV = "GROSS_TRACEBACK"
 
 REPORT_NOTEBOOK = "06_reproduction_report"
 
@@ -58,24 +80,128 @@ def render_report(run_dir: str | Path, *, publish: bool = False, kernel_name: st
     return Path(record["executed"])
 
 
+# --------------------------------------------------------------------------------------------- checks
+def parse_seed_list(text: str) -> list[int]:
+    """``'0,1,2'`` -> ``[0, 1, 2]`` (duplicates dropped); a one-line ``ValueError`` for anything else."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seed-list {text!r}: expected comma-separated seeds >= 0, e.g. --seed-list 0,1,2")
+    return list(dict.fromkeys(seeds))
+
+
+def check_dataset(name: str) -> str:
+    """Where ``name`` will be loaded from; a one-line ``ValueError`` if unknown or not on this machine.
+
+    A dataset that would need a download is refused unless ``GROSS_ALLOW_DOWNLOAD=1`` (the machines this
+    project runs on are offline, and a study should not start a download in each seed process).
+    """
+    where = check_available(name)
+    if where.startswith("a download") and os.environ.get(ALLOW_DOWNLOAD_ENV) != "1":
+        raise ValueError(f"dataset {name!r} is not on this machine: it would need {where}; or set "
+                         f"{ALLOW_DOWNLOAD_ENV}=1 to let torchvision download it")
+    return where
+
+
+def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Every input of ``run`` checked before any work or file: the keyword arguments of ``run_study``.
+
+    In a directory that already holds a study, the dataset, preset and data limit default to the
+    study's, and its plan and overrides are kept. Raises a one-line ``ValueError`` (bad value, unknown
+    preset, dataset or device, unavailable dataset or device, a study with other settings) or
+    ``FileNotFoundError`` naming the problem and the fix.
+    """
+    for flag in ("jobs", "threads", "data_limit", *(() if args.seed_list is not None else ("seeds",))):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    seeds = parse_seed_list(args.seed_list) if args.seed_list is not None else list(range(args.seeds))
+    run_dir = Path(args.run_dir)
+    existing = next((p for p in (run_dir, *run_dir.absolute().parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"--run-dir {run_dir}: {existing} is a file, not a directory; pass a directory "
+                         "(created if absent)")
+    stored = read_study_file(run_dir) if (run_dir / STUDY_FILE).exists() else {}
+    preset = args.preset or stored.get("preset") or "study"
+    dataset = args.dataset or stored.get("dataset") or presets.get_preset(preset).dataset
+    check_dataset(dataset)
+    if args.device is not None:
+        resolve_device(args.device)
+    data_limit = args.data_limit if args.data_limit is not None else stored.get("data_limit")
+    plan = StudyPlan.from_dict(stored["plan"]) if "plan" in stored else StudyPlan()
+    overrides = stored.get("overrides") or None
+    presets.get_preset(preset).with_overrides(overrides)
+    check_study_file(run_dir, dataset=dataset, preset=preset, plan=plan, data_limit=data_limit,
+                     overrides=overrides)
+    return {"run_dir": run_dir, "dataset": dataset, "preset": preset, "seeds": seeds, "jobs": args.jobs,
+            "threads": args.threads, "device": args.device, "data_limit": data_limit,
+            "overrides": overrides, "plan": plan, "collect": not args.no_collect}
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that runs ``argv`` again (``python`` if that is this interpreter on the PATH)."""
+    found = shutil.which("python")
+    same = found is not None and Path(found).absolute() == Path(sys.executable).absolute()
+    return " ".join(["python" if same else shlex.quote(sys.executable), "-m", "grosslib.study",
+                     shlex.join(argv)])
+
+
+def _die_with_parent() -> None:
+    """In a seed process (Linux): end with SIGTERM when the study process that started it dies."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))     # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):           # it died before prctl
+        raise SystemExit(f"the study process {parent} that started this seed is gone")
+
+
 # --------------------------------------------------------------------------------------------- CLI
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+_EPILOG = f"""\
+exit status: 0 done; 2 a bad input (one line on stderr names it and the fix; nothing is written);
+130 / 143 stopped by Ctrl-C (SIGINT) / SIGTERM: every seed process is stopped, the seeds finished
+so far and the command that resumes are printed (finished stages are kept).
+environment: {ALLOW_DOWNLOAD_ENV}=1 lets `run` use a dataset that is not on this machine (torchvision
+downloads it; without it such a dataset is refused); {TRACEBACK_ENV}=1 shows an error's traceback.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog="python -m grosslib.study", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m grosslib.study", description=__doc__.split("\n")[0], epilog=_EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train every stage of every seed (resumes), then collect records")
-    run.add_argument("--run-dir", required=True)
-    run.add_argument("--dataset", default=None, help="default: the preset's dataset")
-    run.add_argument("--preset", default="study")
+    run = sub.add_parser("run", help="train every stage of every seed (resumes), then collect records",
+                         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--run-dir", required=True, help="the study directory (an existing one resumes)")
+    run.add_argument("--dataset", default=None,
+                     help=f"one of {', '.join(DATASET_NAMES)} (default: the study's, else the preset's)")
+    run.add_argument("--preset", default=None,
+                     help=f"one of {', '.join(presets.preset_names())} (default: the study's, else 'study')")
     run.add_argument("--seeds", type=int, default=3, help="number of seeds 0..N-1 (default 3)")
     run.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
     run.add_argument("--jobs", type=int, default=1, help="seeds trained at once, one process each")
     run.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    run.add_argument("--device", default=None)
-    run.add_argument("--data-limit", type=int, default=None)
-    run.add_argument("--no-collect", action="store_true")
+    run.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (default: auto)")
+    run.add_argument("--data-limit", type=int, default=None, help="truncate each split (smoke runs)")
+    run.add_argument("--no-collect", action="store_true", help="do not write records.json at the end")
     collect = sub.add_parser("collect", help="write records.json from a study directory")
     collect.add_argument("--run-dir", required=True)
+    collect.add_argument("--device", default=None, help="default: the study's")
     report = sub.add_parser("report", help="render notebook 06 on a study directory")
     report.add_argument("--run-dir", required=True)
     report.add_argument("--publish", action="store_true",
@@ -87,34 +213,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "collect":
-        collect_records(args.run_dir)
-        print(f"records written to {Path(args.run_dir) / RECORDS_FILE}")
-        return 0
-    if args.command == "report":
-        print(f"report written to {render_report(args.run_dir, publish=args.publish)}")
-        return 0
-    if args.command == "seed":
-        import torch
-
-        torch.set_num_threads(args.threads)
-        study = read_study_file(args.run_dir)
-        exp = _experiments({**study, "run_dir": Path(args.run_dir)}, [args.seed])[0]
-        summary = run_seed(exp, StudyPlan.from_dict(study["plan"]))
-        print(json.dumps(summary), flush=True)
-        return 0
-    seeds = ([int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds)))
-    path = Path(args.run_dir) / STUDY_FILE
-    dataset = args.dataset or (read_study_file(args.run_dir)["dataset"] if path.exists()
-                               else presets.get_preset(args.preset).dataset)
-    data_limit = args.data_limit
-    if data_limit is None and path.exists():
-        data_limit = read_study_file(args.run_dir).get("data_limit")
-    run_study(args.run_dir, dataset=dataset, preset=args.preset, seeds=seeds, jobs=args.jobs,
-              threads=args.threads, device=args.device, data_limit=data_limit, collect=not args.no_collect)
+def _run(args: argparse.Namespace) -> int:
+    run_study(**check_run_args(args))
     return 0
+
+
+def _collect(args: argparse.Namespace) -> int:
+    read_study_file(args.run_dir)
+    if args.device is not None:
+        resolve_device(args.device)
+    collect_records(args.run_dir, device=args.device)
+    print(f"records written to {Path(args.run_dir) / RECORDS_FILE}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    read_study_file(args.run_dir)
+    print(f"report written to {render_report(args.run_dir, publish=args.publish)}")
+    return 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    """One seed, in a process started by ``run --jobs N``: errors keep their traceback (in its log)."""
+    import torch
+
+    _die_with_parent()
+    torch.set_num_threads(args.threads)
+    study = read_study_file(args.run_dir)
+    exp = _experiments({**study, "run_dir": Path(args.run_dir)}, [args.seed])[0]
+    summary = run_seed(exp, StudyPlan.from_dict(study["plan"]))
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+_COMMANDS = {"run": _run, "collect": _collect, "report": _report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; bad inputs -> one ``error:`` line and 2; SIGINT / SIGTERM -> resume hint, 130 / 143."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "seed":
+        return _seed(args)
+    try:
+        with _on_signals(_raise_interrupted):        # SIGTERM as well as Ctrl-C: StudyInterrupted
+            return _COMMANDS[args.command](args)
+    except KeyboardInterrupt as exc:
+        stop = exc if isinstance(exc, StudyInterrupted) else StudyInterrupted(signal.SIGINT)
+        print(f"\n{stop}\nresume with: {resume_command(argv)}", file=sys.stderr, flush=True)
+        return stop.exit_status
+    except (ValueError, FileNotFoundError, DatasetNotFoundError) as exc:
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"error: {message or type(exc).__name__}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":
