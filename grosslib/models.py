@@ -127,8 +127,9 @@ def set_config(net: nn.Module, config: Sequence[int]) -> None:
     if len(config) != len(layers):
         raise ValueError(f"config {tuple(config)} has {len(config)} group sizes but the network has "
                          f"{len(layers)} GroSS layers")
-    for (_, layer), s in zip(layers, config):
-        layer.group_size = int(s)
+    sizes = [layer._check_size(s) for (_, layer), s in zip(layers, config)]   # all checked before any is set
+    for (_, layer), s in zip(layers, sizes):
+        layer.group_size = s
 
 
 def search_space(net: nn.Module) -> list[Config]:
@@ -173,7 +174,7 @@ def collapse_to_config(decomposed: nn.Module, config: Sequence[int]) -> nn.Modul
         raise ValueError(f"config {tuple(config)} has {len(config)} group sizes but the network has "
                          f"{len(layers)} GroSS layers")
     for (name, layer), s in zip(layers, config):
-        s = layer._check_size(int(s))
+        s = layer._check_size(s)
         single = GroSSConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, (s,),
                              stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
                              padding_mode=layer.padding_mode, bias=layer.bias is not None,

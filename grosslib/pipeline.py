@@ -275,8 +275,8 @@ def validate_inputs(preset: str, dataset: str, device: str, run_dir: Path, noteb
 
 
 class _ProgressFollower(threading.Thread):
-    """Follows the notebooks' progress file and prints each event: one line per event off a terminal,
-    a line redrawn in place on a terminal."""
+    """Follows the notebooks' progress file: one line per stage start, epoch and stage end; on a
+    terminal also the batch progress, redrawn in place."""
 
     def __init__(self, path: Path, say: Callable[[str], None], label: Callable[[], str]) -> None:
         super().__init__(daemon=True)
@@ -305,7 +305,7 @@ class _ProgressFollower(threading.Thread):
                 if self.tty and event.get("kind") == "bar" and not event.get("final"):
                     sys.stdout.write(f"\r\033[K  [{self.label()}] {text}")
                     sys.stdout.flush()
-                elif event.get("kind") == "note" or not self.tty and event.get("final"):
+                elif event.get("kind") == "note":
                     if self.tty:
                         sys.stdout.write("\r\033[K")
                     self.say(f"  [{self.label()}] {text}")

@@ -171,8 +171,10 @@ class _Scores:
         self.correct = torch.zeros(n, dtype=torch.int64, device=device)
         self.loss = torch.zeros(n, dtype=torch.float64, device=device)
         self.predictions: list[list[Tensor]] | None = [[] for _ in range(n)] if keep_predictions else None
+        self.nonfinite = torch.zeros(n, dtype=torch.bool, device=device)
 
     def add(self, index: int, logits: Tensor, y: Tensor) -> None:
+        self.nonfinite[index] |= ~torch.isfinite(logits).all()     # checked once at the end: no sync here
         pred = logits.argmax(1)
         self.correct[index] += (pred == y).sum()
         self.loss[index] += F.cross_entropy(logits, y, reduction="sum").double()
@@ -303,12 +305,17 @@ def evaluate_all(net: nn.Module, data: Data, configs: Sequence[Sequence[int]] | 
             evaluate(net, config_list, batches, scores, bar)
             correct = scores.correct.cpu().tolist()
             loss = (scores.loss / n).cpu().tolist()
+            bad = [config_name(c) for c, flag in zip(config_list, scores.nonfinite.cpu().tolist()) if flag]
     finally:
         bar.close()
         for module, mode in modes.items():
             module.training = mode
         set_config(net, original_config)
 
+    if bad:
+        shown = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise FloatingPointError(f"NaN or infinite outputs at {len(bad)} configuration(s) ({shown}): the "
+                                 "network's weights diverged; refusing to score them")
     rows: dict[str, list[Any]] = {"config": config_list, "name": [config_name(c) for c in config_list]}
     for j, name in enumerate(layer_names):
         rows["s_" + name.replace(".", "_")] = [c[j] for c in config_list]

@@ -543,7 +543,8 @@ def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data:
                        device=device)
 
         where = f"{run_dir.parent.name}/{run_dir.name}"          # e.g. fixed_4-4-4/finetune
-        live.note(f"{where}: {stage} from epoch {start_epoch} of {cfg.epochs}")
+        live.note(f"{where}: {stage} " + (f"resumed after epoch {start_epoch}/{cfg.epochs}" if start_epoch
+                                          else f"started, {cfg.epochs} epoch(s)"))
         epochs_bar = live.bar(range(start_epoch, cfg.epochs), desc=where, initial=start_epoch,
                               total=cfg.epochs, enabled=progress)
         steps = num_batches(len(data.train), cfg.batch_size)
@@ -575,8 +576,11 @@ def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data:
                                         elapsed))
             saved_epoch = epoch + 1
             ckpt.append_metrics(metrics)
-            epochs_bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()
-                                    if k in ("train_loss", "val_accuracy", "val_recon_loss")})
+            shown = {k: f"{v:.4g}" for k, v in metrics.items()
+                     if k in ("train_loss", "val_accuracy", "val_recon_loss")}
+            epochs_bar.set_postfix(shown)
+            live.note(f"{where}: epoch {epoch + 1}/{cfg.epochs} "
+                      + " ".join(f"{k} {v}" for k, v in shown.items()))
 
         if saved_epoch != cfg.epochs:  # zero epochs, or a checkpoint that was already complete
             ckpt.save(_checkpoint_state(run, cfg.epochs, net, optimizer, scheduler, sampler, device, history,

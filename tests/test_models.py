@@ -429,3 +429,15 @@ def test_collapse_to_config_bad_configs_raise(decomposed):
     assert all(torch.equal(v, before[k]) for k, v in state_snapshot(decomposed).items())
     with pytest.raises(ValueError, match="has 3 group sizes but the network has 0"):
         collapse_to_config(build_papernet(seed=0), (4, 4, 4))
+
+
+@pytest.mark.parametrize("bad", [2.5, True, "2"])
+def test_set_config_and_collapse_refuse_non_integer_sizes(bad: object) -> None:
+    """``int(2.5)`` would silently pick size 2: configurations must hold integer sizes of each series."""
+    net = decompose(build_papernet(seed=0), max_iter=0)
+    before = get_config(net)
+    with pytest.raises((TypeError, ValueError)):
+        set_config(net, (1, bad, 1))
+    assert get_config(net) == before                          # nothing changed: checked before any is set
+    with pytest.raises((TypeError, ValueError)):
+        collapse_to_config(net, (1, bad, 1))

@@ -1,6 +1,7 @@
 """Tests for grosslib.search: exact shared-prefix evaluation, Pareto front and budgeted selection."""
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 
@@ -439,3 +440,20 @@ def test_select_errors() -> None:
         select(df, max_macs=10)
     with pytest.raises(ValueError, match="k must be"):
         select_top(df, max_macs=1000, k=0)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_nan_outputs_are_refused_not_scored(net: nn.Module, shared: bool) -> None:
+    """A configuration whose outputs are NaN raises, naming it, instead of a row with accuracy 0."""
+    broken = copy.deepcopy(net)
+    layer = dict(broken.named_modules())["conv3"]
+    with torch.no_grad():
+        layer.r_terms[-1].fill_(float("nan"))                 # only the largest size of conv3 is affected
+    images, labels = random_images(40)
+    configs = [(1, 1, 1), (1, max(layer.group_sizes), 1)]
+    with pytest.raises(FloatingPointError, match=r"1 configuration\(s\) \(1-32-1\)"):
+        evaluate_all(broken, (images, labels), configs, shared_prefix=shared, batch_size=16, progress=False,
+                     mean=(0.5,) * 3, std=(0.25,) * 3)
+    table = evaluate_all(broken, (images, labels), configs[:1], shared_prefix=shared, batch_size=16,
+                         progress=False, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert np.isfinite(table["loss"]).all()                   # the unaffected configuration still scores
