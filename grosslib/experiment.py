@@ -97,7 +97,7 @@ class Experiment:
     seed : seeds the network's initialisation and every training stage.
     run_dir : the run directory shared by all notebooks of a run.
     device : None = automatic (cuda, mps, cpu).
-    data_limit : truncate each split (tests and smoke runs).
+    data_limit : truncate each split (tests and smoke runs); None: the preset's ``data_limit``.
     progress : show progress bars.
     overrides : per-stage TrainConfig overrides, e.g. ``{"full": {"epochs": 2}}``.
     """
@@ -140,7 +140,8 @@ class Experiment:
     def data(self) -> DatasetSplits:
         """The dataset splits (loaded once)."""
         if self._data is None:
-            self._data = load_dataset(self.dataset, limit=self.data_limit)
+            limit = self.data_limit if self.data_limit is not None else self.settings.data_limit
+            self._data = load_dataset(self.dataset, limit=limit)
         return self._data
 
     def _new_network(self) -> nn.Module:

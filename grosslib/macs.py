@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .models import check_config_length
 from .series import GroSSConv2d
 
 __all__ = ["MacTable", "cached_mac_table", "clear_mac_cache", "config_macs", "config_params", "count_macs",
@@ -231,9 +232,7 @@ class MacTable:
     layer_params: tuple[dict[int, int], ...]
 
     def _check(self, config: Sequence[int]) -> None:
-        if len(config) != len(self.layer_names):
-            raise ValueError(f"config {tuple(config)} has {len(config)} group sizes but the network has "
-                             f"{len(self.layer_names)} GroSS layers {list(self.layer_names)}")
+        check_config_length(config, self.layer_names)
         for name, sizes, s in zip(self.layer_names, self.layer_macs, config):
             if s not in sizes:
                 raise ValueError(f"group size {s!r} is not in layer {name}'s series {tuple(sizes)}")
@@ -369,9 +368,7 @@ def _param_table(net: nn.Module) -> _ParamTable:
 def config_params(net: nn.Module, config: Sequence[int]) -> int:
     """Parameters of GroSS network ``net`` exported at ``config`` (see :func:`count_params`); cached."""
     fixed, tables = _param_table(net)
-    if len(config) != len(tables):
-        raise ValueError(f"config {tuple(config)} has {len(config)} group sizes but the network has "
-                         f"{len(tables)} GroSS layers")
+    check_config_length(config, list(_gross_layers(net)))
     try:
         return fixed + sum(table[s] for table, s in zip(tables, config))
     except (KeyError, TypeError):

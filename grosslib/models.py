@@ -12,9 +12,9 @@ from torch import Tensor, nn
 
 from .series import GroSSConv2d
 
-__all__ = ["PaperNet", "build_papernet", "channel_stats", "collapse_to_config", "config_name", "decompose",
-           "decomposed_layers", "fixed_config_network", "get_config", "largest_config", "normalize",
-           "search_space", "set_config", "uniform_config"]
+__all__ = ["Config", "PaperNet", "build_papernet", "channel_stats", "check_config_length",
+           "collapse_to_config", "config_name", "decompose", "decomposed_layers", "fixed_config_network",
+           "get_config", "largest_config", "normalize", "search_space", "set_config", "uniform_config"]
 
 Config = tuple[int, ...]
 
@@ -110,10 +110,16 @@ def fixed_config_network(net: nn.Module, config: Sequence[int], skip_first: bool
     """``net`` decomposed at one group size per layer (a one-term series each): a fixed baseline."""
     convs = [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     convs = convs[1:] if skip_first else convs
-    if len(config) != len(convs):
-        raise ValueError(f"config {tuple(config)} has {len(config)} group sizes, the network has "
-                         f"{len(convs)} decomposable convs {convs}")
+    check_config_length(config, convs, "decomposable convs")
     return decompose(net, {name: (int(s),) for name, s in zip(convs, config)}, skip_first, **btd_options)
+
+
+def check_config_length(config: Sequence[int], layer_names: Sequence[str],
+                        what: str = "GroSS layers") -> None:
+    """Raise ``ValueError`` unless ``config`` holds one group size per layer of ``layer_names``."""
+    if len(config) != len(layer_names):
+        raise ValueError(f"config {tuple(config)} has {len(config)} group sizes but the network has "
+                         f"{len(layer_names)} {what} {list(layer_names)}")
 
 
 def get_config(net: nn.Module) -> Config:
@@ -124,9 +130,7 @@ def get_config(net: nn.Module) -> Config:
 def set_config(net: nn.Module, config: Sequence[int]) -> None:
     """Set the active group size of every GroSS layer (in order)."""
     layers = decomposed_layers(net)
-    if len(config) != len(layers):
-        raise ValueError(f"config {tuple(config)} has {len(config)} group sizes but the network has "
-                         f"{len(layers)} GroSS layers")
+    check_config_length(config, [name for name, _ in layers])
     sizes = [layer._check_size(s) for (_, layer), s in zip(layers, config)]   # all checked before any is set
     for (_, layer), s in zip(layers, sizes):
         layer.group_size = s
@@ -170,9 +174,7 @@ def collapse_to_config(decomposed: nn.Module, config: Sequence[int]) -> nn.Modul
     """
     collapsed = copy.deepcopy(decomposed)
     layers = decomposed_layers(collapsed)
-    if len(config) != len(layers):
-        raise ValueError(f"config {tuple(config)} has {len(config)} group sizes but the network has "
-                         f"{len(layers)} GroSS layers")
+    check_config_length(config, [name for name, _ in layers])
     for (name, layer), s in zip(layers, config):
         s = layer._check_size(s)
         single = GroSSConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, (s,),

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from grosslib.io import atomic_write_text
 from grosslib.paths import REPO_ROOT
 
 __all__ = ["RUN_INFO_FILE", "environment_info", "write_run_info"]
@@ -113,7 +114,5 @@ def write_run_info(run_dir: str | Path, params: dict[str, Any],
         "environment": environment_info(device),
         "earlier_sessions": earlier,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(info, indent=2, default=str) + "\n")
     return path

@@ -33,12 +33,20 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .macs import config_params, mac_table
-from .models import config_name, decomposed_layers, get_config, normalize, search_space, set_config
+from .models import (
+    Config,
+    check_config_length,
+    config_name,
+    decomposed_layers,
+    get_config,
+    normalize,
+    search_space,
+    set_config,
+)
 from .series import GroSSConv2d
 
 __all__ = ["evaluate_all", "pareto_front", "segment_network", "select", "select_top", "select_under_budgets"]
 
-Config = tuple[int, ...]
 Data = Any          # a grosslib.data.Split (anything with .images and .labels) or an (images, labels) tuple
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
@@ -88,9 +96,7 @@ def _check_configs(net: nn.Module, configs: Sequence[Sequence[int]] | None) -> l
     if not out:
         raise ValueError("configs is empty")
     for config in out:
-        if len(config) != len(layers):
-            raise ValueError(f"config {config} has {len(config)} group sizes but the network has "
-                             f"{len(layers)} GroSS layers")
+        check_config_length(config, [name for name, _ in layers])
         for (name, layer), s in zip(layers, config):
             if s not in layer.group_sizes:
                 raise ValueError(f"config {config}: group size {s} is not in {name}'s series "

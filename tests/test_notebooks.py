@@ -250,7 +250,8 @@ def test_every_preset_passes_every_notebooks_setup(path: Path, preset: str, tmp_
 
 def test_setup_refuses_bad_parameters(tmp_path: Path) -> None:
     common = {"dataset": "digits", "run_dir": str(tmp_path), "figures_dir": str(tmp_path)}
-    with pytest.raises(ValueError, match="unknown preset 'huge'; valid presets: tiny, quick, study, paper"):
+    valid = "valid presets: tiny, quick, intro, study, paper"
+    with pytest.raises(ValueError, match=f"unknown preset 'huge'; {valid}"):
         nu.setup(1, "x", preset="huge", **common)
     with pytest.raises(ValueError, match="unknown dataset"):
         nu.setup(1, "x", preset="tiny", **{**common, "dataset": "mnist"})

@@ -243,3 +243,27 @@ def test_sigterm_stops_the_pipeline_with_a_resume_hint_and_no_kernel_left(tmp_pa
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["interrupted"] == "02_slow"
     assert (run_dir / "01.done.json").is_file() and not (run_dir / "02.done.json").exists()
+
+
+def test_main_job_prefers_fashion_mnist_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--preset auto: intro on Fashion-MNIST when its files are here, quick on digits otherwise, with why."""
+    monkeypatch.setattr(pipeline, "check_available", lambda name: "IDX files in /somewhere")
+    preset, dataset, why = pipeline.choose_main_job()
+    assert (preset, dataset) == ("intro", "fashion-mnist") and "/somewhere" in why
+    monkeypatch.setattr(pipeline, "check_available", lambda name: "a download into /cache (no IDX files)")
+    preset, dataset, why = pipeline.choose_main_job()
+    assert (preset, dataset) == ("quick", "digits") and "apt-get install dataset-fashion-mnist" in why
+
+
+def test_auto_preset_runs_the_chosen_preset_and_says_why(tmp_path: Path, kernel_env: None,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_only.ipynb", "pass")
+    monkeypatch.setattr(pipeline, "choose_main_job", lambda: ("tiny", "digits", "because of the test"))
+    summary = run_pipeline("auto", run_dir=tmp_path / "run", notebooks_dir=notebooks, echo=None)
+    assert summary["status"] == "ok" and summary["preset"] == "tiny" and summary["dataset"] == "digits"
+    assert summary["why"] == "because of the test"
+    assert "Why this dataset: because of the test" in (tmp_path / "run" / "summary.md").read_text()
+    record = json.loads((tmp_path / "run" / "01.done.json").read_text())
+    assert record["key_metrics"]["preset"] == "tiny"                 # the notebook got the resolved preset

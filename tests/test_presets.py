@@ -21,7 +21,7 @@ DECOMPOSED_STAGES = [s for s in STAGES if s != "full"]
 
 
 def test_registry_lists_every_preset() -> None:
-    assert set(PRESETS) == {"paper", "quick", "study", "tiny"} == set(preset_names())
+    assert set(PRESETS) == {"paper", "quick", "intro", "study", "tiny"} == set(preset_names())
     assert all(isinstance(p, Preset) and p.name == name for name, p in PRESETS.items())
     assert get_preset(PRESETS["quick"]) is PRESETS["quick"]
     assert FIXED_GROUP_SIZES == (1, 4, 16, 32)
@@ -103,6 +103,7 @@ def test_to_dict_is_json_and_round_trips_the_stages(name: str) -> None:
         assert TrainConfig.from_dict(values) == preset.stage(stage)
     rebuilt = Preset(stored["name"], dataset=stored["dataset"], replicates=stored["replicates"],
                      btd_options=stored["btd_options"], notes=stored["notes"],
+                     data_limit=stored["data_limit"],
                      stages={s: TrainConfig.from_dict(v) for s, v in stored["stages"].items()},
                      notebook=dataclasses.replace(preset.notebook, **stored["notebook"]))
     assert rebuilt == preset

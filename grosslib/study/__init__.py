@@ -50,7 +50,7 @@ from .. import presets
 from .. import records as collectors
 from ..io import atomic_write_text
 from ..macs import config_macs
-from ..models import config_name, search_space
+from ..models import Config, config_name, search_space
 from ..runinfo import environment_info
 from ..search import select_under_budgets
 
@@ -59,7 +59,6 @@ __all__ = ["PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES", "SEED_DONE_FILE", "STU
            "parse_config", "ranking_configs", "read_records", "read_study_file", "run_seed", "run_study",
            "write_records", "write_study_file"]
 
-Config = tuple[int, ...]
 
 STUDY_FILE = "study.json"
 RECORDS_FILE = "records.json"
@@ -72,7 +71,7 @@ class StudyPlan:
 
     alphas: tuple[float, ...] = (0.0, 4.0, 8.0)
     search_alpha: float = 4.0
-    fixed_group_sizes: tuple[int, ...] = (1, 4, 16, 32)
+    fixed_group_sizes: tuple[int, ...] = presets.FIXED_GROUP_SIZES
     budget_group_sizes: tuple[int, ...] = (4, 16)
     top_k: int = 2
     n_ranked: int = 12
