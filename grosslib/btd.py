@@ -26,7 +26,7 @@ the plain ALS step from there would.
 One block (``s = t``, ``method='hooi'``): higher-order orthogonal iteration, the algorithm of
 TensorLy's ``partial_tucker``.
 
-Stopping rule (method.md): stop when the relative error ``||W - W_hat||_F / ||W||_F`` decreases by
+Stopping rule (docs/method.md): stop when the relative error ``||W - W_hat||_F / ||W||_F`` decreases by
 less than ``tol`` in one step, or after ``max_iter`` steps. Optional degeneracy guard (not in the
 paper, ``max_block_norm``): also stop before the blocks' combined norm ``sqrt(sum_r ||W_r||^2)``
 exceeds a multiple of ``||W||``. Like CP, a BTD can have no best approximation: ALS then creeps along a

@@ -1,4 +1,4 @@
-"""Multiply-accumulates (MACs) and parameter counts, method.md's convention.
+"""Multiply-accumulates (MACs) and parameter counts, docs/method.md's convention.
 
 Only convolutions and linear layers count: a conv costs ``H_out * W_out * C_out * (C_in / groups) * kh * kw``
 MACs, a linear layer ``in * out`` (times any leading dimensions other than the batch); biases, ReLU,

@@ -15,7 +15,7 @@ notebooks' settings, and notes. Every consumer (:class:`~grosslib.experiment.Exp
 Presets
 -------
 ``"paper"``
-    method.md's CIFAR-10 recipe (epochs, learning rates, schedules, 5 replicates). Departures, each in
+    docs/method.md's CIFAR-10 recipe (epochs, learning rates, schedules, 5 replicates). Departures, each in
     its stage's notes: batch size 128 and weight decay 5e-4 (not given by the paper: our choice), and
     gradient-norm clipping at 1.0 in every decomposed stage (not in the paper).
 ``"quick"``
@@ -68,29 +68,29 @@ _CLIP_NOTE = (" Gradient norm clipped at 1.0 (not in the paper): the ALS factors
 _PAPER_STAGES: dict[str, TrainConfig] = {
     "full": TrainConfig(
         epochs=100, lr=0.1, milestones=(50, 75), weight_decay=5e-4, batch_size=128, alpha=None,
-        notes="method.md: 100 epochs, SGD lr 0.1, momentum 0.9, x0.1 after epochs 50 and 75; crop (pad 2) "
-              f"+ horizontal flip. {_PAPER_BATCH} {_PAPER_WD}"),
+        notes="docs/method.md: 100 epochs, SGD lr 0.1, momentum 0.9, x0.1 after epochs 50 and 75; crop "
+              f"(pad 2) + horizontal flip. {_PAPER_BATCH} {_PAPER_WD}"),
     "reconstruct_gross": TrainConfig(
         epochs=30, lr=1e-4, milestones=(20,), weight_decay=0.0, batch_size=128, alpha=4.0,
         max_grad_norm=_CLIP,
-        notes=("method.md: 30 epochs, lr 1e-4 (GroSS), momentum 0.9, x0.1 after epoch 20; group sizes "
+        notes=("docs/method.md: 30 epochs, lr 1e-4 (GroSS), momentum 0.9, x0.1 after epoch 20; group sizes "
               f"sampled per layer per step at alpha 4 (the paper's default). {_PAPER_BATCH} {_RECON_WD}")
         + _CLIP_NOTE),
     "reconstruct_fixed": TrainConfig(
         epochs=30, lr=1e-2, milestones=(20,), weight_decay=0.0, batch_size=128, alpha=None,
         max_grad_norm=_CLIP,
-        notes=(f"method.md: 30 epochs, lr 1e-2 (fixed configs), momentum 0.9, x0.1 after epoch 20. "
+        notes=(f"docs/method.md: 30 epochs, lr 1e-2 (fixed configs), momentum 0.9, x0.1 after epoch 20. "
               f"{_PAPER_BATCH} {_RECON_WD}") + _CLIP_NOTE),
     "finetune_gross": TrainConfig(
         epochs=150, lr=1e-4, milestones=(80, 120), weight_decay=5e-4, batch_size=128, alpha=4.0,
         max_grad_norm=_CLIP,
-        notes=("method.md: 150 epochs, lr 1e-4, x0.1 after 80 and 120, alpha 4 (the paper also "
+        notes=("docs/method.md: 150 epochs, lr 1e-4, x0.1 after 80 and 120, alpha 4 (the paper also "
               f"compares 0 and 8: override alpha); same augmentation as full training. {_PAPER_BATCH} "
               f"{_PAPER_WD}") + _CLIP_NOTE),
     "finetune_fixed": TrainConfig(
         epochs=100, lr=1e-3, milestones=(80,), weight_decay=5e-4, batch_size=128, alpha=None,
         max_grad_norm=_CLIP,
-        notes=(f"method.md: 100 epochs, lr 1e-3, x0.1 after 80; same augmentation. {_PAPER_BATCH} "
+        notes=(f"docs/method.md: 100 epochs, lr 1e-3, x0.1 after 80; same augmentation. {_PAPER_BATCH} "
               f"{_PAPER_WD}") + _CLIP_NOTE),
 }
 
@@ -344,7 +344,7 @@ def check_overrides(overrides: Mapping[str, Mapping[str, Any]] | None) -> None:
 
 PAPER_PRESET = Preset(
     "paper", dataset="cifar10", replicates=5, stages=_PAPER_STAGES,
-    # method.md: stop when the error decreases by < 1e-6 (or 500,000 steps)
+    # docs/method.md: stop when the error decreases by < 1e-6 (or 500,000 steps)
     btd_options={"tol": 1e-6}, notebook=NotebookSettings(n_samples=100_000),
     notes="The paper's CIFAR-10 protocol: 5 full networks, every stage at the paper's epochs and rates. "
           "Departures (in each stage's notes): batch 128 and weight decay 5e-4 (not stated in the paper) "

@@ -1,4 +1,4 @@
-"""Psi: expanding a grouped-convolution weight to a larger group size (method.md, eq. 5).
+"""Psi: expanding a grouped-convolution weight to a larger group size (docs/method.md, eq. 5).
 
 A grouped weight of group size ``g`` has shape ``(t, g, kh, kw)``: output channel ``o`` reads the
 ``g`` input channels of its group. ``psi(W, g, h)`` returns the block-diagonal weight of shape

@@ -32,7 +32,7 @@ CLAIMS: dict[int, str] = {
     4: "ascending group sizes along the layers are preferred",
 }
 
-#: What the paper reports for each claim (CIFAR-10; Tables 2-3 and Figure 1 of the paper, method.md).
+#: What the paper reports for each claim (CIFAR-10; Tables 2-3 and Figure 1 of the paper, docs/method.md).
 PAPER_EVIDENCE: dict[int, str] = {
     1: "full 83.99; fixed 1/4/16/32: 81.74 / 82.06 / 82.83 / 83.69 (mean of 5)",
     2: "fixed-16 budget: 2-32-64 +1.00, 8-16-64 +0.99 pp; fixed-4 budget: 2-4-8 +0.70, 2-8-8 +0.86 pp",

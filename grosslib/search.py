@@ -1,4 +1,4 @@
-"""Exhaustive search over the configurations of a GroSS network (method.md, "Search").
+"""Exhaustive search over the configurations of a GroSS network (docs/method.md, "Search").
 
 :func:`evaluate_all` scores every configuration (one group size per GroSS layer) on a data split;
 :func:`pareto_front` keeps the configurations no other beats on both cost and accuracy;

@@ -1,7 +1,7 @@
 """The GroSS series layer: every group size of a conv's BTD in one differentiable module.
 
 For group sizes ``s_1 < ... < s_N`` with per-size bottleneck weights ``(P_i, R_i, Q_i)`` the layer
-stores the terms (method.md, eqs. 6-7)::
+stores the terms (docs/method.md, eqs. 6-7)::
 
     p_1 = P_1,  p_i = P_i - P_{i-1};   q likewise;   r_1 = R_1,  r_i = R_i - Psi(s_{i-1} -> s_i)(R_{i-1})
 
@@ -209,7 +209,7 @@ class GroSSConv2d(nn.Module):
         """Multiply-accumulates of the bottleneck at ``group_size`` for one input of size ``input_hw``.
 
         1x1 ``t -> t`` at the input resolution, grouped ``kxk`` and 1x1 ``t -> u`` at the output
-        resolution; biases are not counted (method.md's convention).
+        resolution; biases are not counted (docs/method.md's convention).
         """
         s = self._check_size(group_size)
         t, u = self.in_channels, self.out_channels

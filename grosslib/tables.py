@@ -25,7 +25,7 @@ __all__ = ["PAPER_GROSS_AT_FIXED", "PAPER_NOTE", "PAPER_TABLE2", "PAPER_TABLE3",
            "own_fixed_accuracy", "picks_summary", "profile_by_cost", "profile_flatness", "summarise",
            "table2", "table3"]
 
-#: Table 2 of the paper (CIFAR-10 test accuracy in %, MACs in millions), from ``method.md``.
+#: Table 2 of the paper (CIFAR-10 test accuracy in %, MACs in millions), from ``docs/method.md``.
 PAPER_TABLE2 = pd.DataFrame(
     [("full", None, 83.88, 83.99, 0.53, 4.42),
      ("fixed 32", 32, 83.70, 83.69, 0.14, 4.28),
@@ -52,7 +52,7 @@ PAPER_GROSS_AT_FIXED: dict[int, float] = {16: 81.14, 4: 80.37}
 
 #: Where the paper's Table 2 and 3 numbers come from (shown next to ours).
 PAPER_NOTE = ("paper: CIFAR-10 (40k train / 10k val / 10k test), 100/150/100-epoch schedules, 5 runs; "
-              "its MAC column does not follow from method.md's formula on the described network, "
+              "its MAC column does not follow from docs/method.md's formula on the described network, "
               "which gives our column")
 
 

@@ -1,6 +1,6 @@
 """Training: the full network, response reconstruction and (GroSS) fine-tuning.
 
-Three stages of the paper's recipe (``/work/shared/method.md``), all SGD with momentum and a
+Three stages of the paper's recipe (``docs/method.md``), all SGD with momentum and a
 step schedule (:class:`torch.optim.lr_scheduler.MultiStepLR`, stepped once per epoch):
 
 * :func:`train_full` trains every parameter of a plain network on classification.
@@ -16,15 +16,19 @@ and the layers' biases are buffers, so all of them stay bit-for-bit unchanged. W
 :class:`~grosslib.GroupSizeSampler`; with ``cfg.alpha = None`` the active configuration trains
 (for a fixed network, built by :func:`~grosslib.models.fixed_config_network`, the only one).
 Gradients are reset to ``None`` each step, so terms above the sampled size get no update,
-momentum or weight decay in that step (method.md: "training at s_k updates terms 1..k only").
+momentum or weight decay in that step (docs/method.md: "training at s_k updates terms 1..k only").
 
-Every run lives in a directory: ``run_info.json`` (parameters, versions, device),
-``metrics.jsonl`` (one JSON object per epoch), ``checkpoint.pt`` (written atomically after each
-epoch) and, once finished, ``done.json``. Calling again with ``resume=True`` continues from the
-checkpoint and ends with exactly the weights of an uninterrupted run (data order comes from a
-generator seeded per epoch; the sampling generator, the global RNG used by dropout, the optimiser
-and the scheduler are restored); a finished run is not repeated: its stored result is returned
-and the final weights are loaded into the network.
+Every run lives in a directory: ``run_info.json`` (parameters, versions, device) and the files of
+its :class:`~grosslib.checkpoint.Checkpointer`: ``metrics.jsonl`` (one JSON object per epoch),
+``checkpoint.pt`` (written atomically after each epoch) and, once finished, ``done.json``. An epoch
+whose loss or trained weights are NaN / infinite stops the run with :class:`NonFiniteError` before
+its checkpoint is written, so the last good state stays on disk; :func:`evaluate` refuses
+non-finite outputs. Progress (stage, epoch, loss) goes through :mod:`grosslib.progress`.
+
+Calling again with ``resume=True`` continues from the checkpoint and ends with exactly the weights
+of an uninterrupted run (data order comes from a generator seeded per epoch; the sampling generator,
+the global RNG used by dropout, the optimiser and the scheduler are restored); a finished run is not
+repeated: its stored result is returned and the final weights are loaded into the network.
 
 Accuracies are fractions in ``[0, 1]``; losses are means over samples.
 """
