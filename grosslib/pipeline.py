@@ -338,13 +338,14 @@ def choose_main_job() -> tuple[str, str, str]:
     """The main command's ``(preset, dataset, why)``: Fashion-MNIST's ``intro`` when it is on the machine.
 
     On digits every configuration scores within a few of its 299 test images, so the run shows noise;
-    the ``intro`` preset on Fashion-MNIST ranks configurations on 5,000 test images whose accuracies
-    differ by more than their noise (:data:`grosslib.presets.INTRO_NOTE`). Digits needs no files.
+    the ``intro`` preset on Fashion-MNIST ranks configurations on 5,000 test images (what it measured,
+    and how far its differences rise above noise: :data:`grosslib.presets.INTRO_NOTE`). Digits needs no
+    files.
     """
     source = check_available("fashion-mnist")
     if not source.startswith("a download"):
-        return ("intro", "fashion-mnist", f"Fashion-MNIST is on this machine ({source}): on its 5,000 test "
-                "images the configurations differ by more than their noise (preset intro)")
+        return ("intro", "fashion-mnist", f"Fashion-MNIST is on this machine ({source}): a real benchmark "
+                "whose 5,000 test images separate configurations better than digits' 299 (preset intro)")
     return ("quick", "digits", "Fashion-MNIST is not on this machine, so the embedded digits ran (preset "
             "quick: its accuracies sit within a few test images of each other); for the more telling run: "
             "sudo apt-get install dataset-fashion-mnist")
