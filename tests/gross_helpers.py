@@ -7,6 +7,7 @@ import gzip
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,43 +64,20 @@ def write_fashion_idx(
 
 
 class BatchLoader:
-    """Re-iterable :func:`iterate_batches`; each epoch draws fresh randomness from ``generator``."""
+    """Re-iterable :func:`iterate_batches`; each epoch draws fresh randomness from ``generator``.
 
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        augment: bool,
-        flip: bool,
-        mean: Sequence[float] | Tensor,
-        std: Sequence[float] | Tensor,
-        generator: torch.Generator | None = None,
-        drop_last: bool = False,
-        pad: int = 2,
-        channels_last: bool = False,
-    ) -> None:
-        self.split = split
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.generator = generator
-        self._kwargs = dict(
-            shuffle=shuffle,
-            augment=augment,
-            flip=flip,
-            mean=mean,
-            std=std,
-            drop_last=drop_last,
-            pad=pad,
-            channels_last=channels_last,
-        )
+    ``options`` are :func:`iterate_batches`' keyword arguments (shuffle, augment, flip, mean, std, ...).
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, generator: torch.Generator | None = None,
+                 **options: Any) -> None:
+        self.split, self.batch_size, self.generator, self.options = split, batch_size, generator, options
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return iterate_batches(self.split, self.batch_size, generator=self.generator, **self._kwargs)
+        return iterate_batches(self.split, self.batch_size, generator=self.generator, **self.options)
 
     def __len__(self) -> int:
-        return num_batches(len(self.split), self.batch_size, self.drop_last)
+        return num_batches(len(self.split), self.batch_size, self.options.get("drop_last", False))
 
 
 # ---------------------------------------------------------------------------------------------------------

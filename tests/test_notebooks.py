@@ -248,6 +248,13 @@ def test_every_preset_passes_every_notebooks_setup(path: Path, preset: str, tmp_
         assert all(e.settings.name == preset for e in nb.experiments)
 
 
+def test_every_dataset_has_its_shape() -> None:
+    from grosslib.data import DATASET_NAMES
+
+    assert set(nu.DATASET_SHAPES) == set(DATASET_NAMES)
+    assert nu.dataset_shape("fashion-mnist") == (1, 10)
+
+
 def test_setup_refuses_bad_parameters(tmp_path: Path) -> None:
     common = {"dataset": "digits", "run_dir": str(tmp_path), "figures_dir": str(tmp_path)}
     valid = "valid presets: tiny, quick, intro, study, paper"
