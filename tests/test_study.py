@@ -27,6 +27,7 @@ from grosslib import presets, study
 from grosslib.data import load_dataset
 from grosslib.macs import config_macs
 from grosslib.models import build_papernet, search_space
+from grosslib.presets import preset_names
 from grosslib.study import __main__ as cli
 
 FIXED = [(1, 1, 1), (4, 4, 4), (16, 16, 16), (32, 32, 32)]
@@ -255,10 +256,15 @@ def _env() -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1"}
 
 
+def _default_signals() -> None:
+    """In the child: SIGINT as in a terminal, even when the tests run as a background job (it ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, **popen: object) -> subprocess.Popen:
     """``python -m grosslib.study *args`` started in the repository."""
     return subprocess.Popen([sys.executable, "-m", "grosslib.study", *args], cwd=REPO, env=_env(),
-                            **popen)  # type: ignore[call-overload]
+                            preexec_fn=_default_signals, **popen)  # type: ignore[call-overload]
 
 
 def _command_lines() -> dict[int, str]:
@@ -429,7 +435,7 @@ def test_interrupted_summary() -> None:
 
 #: bad ``run`` inputs checked in subprocesses: (extra arguments, what the one line must say)
 BAD_RUNS = {
-    "preset": (["--preset", "huge"], "unknown preset 'huge'; valid presets: tiny, quick, study, paper"),
+    "preset": (["--preset", "huge"], f"unknown preset 'huge'; valid presets: {', '.join(preset_names())}"),
     "dataset": (["--dataset", "nope"], "unknown dataset 'nope'; valid datasets:"),
     "device": (["--device", "cuda"], "CUDA is not available here; use --device cpu"),
     "jobs": (["--jobs", "0"], "--jobs must be >= 1, got 0"),
