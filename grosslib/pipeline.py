@@ -25,6 +25,7 @@ import argparse
 import ast
 import datetime as _dt
 import json
+import logging
 import os
 import signal
 import sys
@@ -441,6 +442,9 @@ def run_pipeline(preset: str, dataset: str | None = None, device: str = "cpu",
                 record = run_notebook(path, run_path, parameters, kernel_name=kernel_name,
                                       cwd=path.parent, log_output=log_output)
             except KeyboardInterrupt:
+                # the interrupted execution leaves an asyncio task whose "Kernel died" error asyncio would
+                # print as a traceback when it is collected: the run was stopped on purpose, so say nothing
+                logging.getLogger("asyncio").setLevel(logging.CRITICAL)
                 interrupted = path.stem
                 records.append({**base, "status": "interrupted"})
                 continue
@@ -555,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _raise_interrupt(signum: int, _frame: Any) -> None:
+    """Ctrl-C and SIGTERM: stop like a KeyboardInterrupt. The interrupted notebook execution leaves an
+    asyncio task whose "Kernel died" error asyncio would print as a traceback: the stop is on purpose."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -563,7 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     when interrupted (Ctrl-C or SIGTERM: the summary so far and the resume command are printed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)   # SIGTERM stops like Ctrl-C
+    # an ignored signal (SIGINT of a background job) stays ignored
+    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         if args.refresh_committed:
             refresh_committed_notebooks(args.only, notebooks_dir=args.notebooks_dir, kernel_name=args.kernel)
@@ -587,12 +596,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)     # see run_pipeline
         where = args.resume or args.run_dir
         hint = f"; resume with: {resume_command(Path(where).resolve())}" if where else ""
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return {"ok": 0, "interrupted": 130}.get(summary["status"], 1)
 
 
