@@ -23,6 +23,7 @@ import dataclasses
 import gzip
 import hashlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,15 +209,38 @@ def check_available(name: str, root: str | Path | None = None) -> str:
         found = _find_fashion_mnist([root_path, root_path / "FashionMNIST" / "raw", FASHION_MNIST_DEBIAN_DIR])
         if found is not None:
             return f"IDX files in {next(iter(found.values())).parent}"
-        return (f"a download into {root_path} (no IDX files in {root_path} or {FASHION_MNIST_DEBIAN_DIR}; "
+        return (f"{_DOWNLOAD} into {root_path} (no IDX files in {root_path} or {FASHION_MNIST_DEBIAN_DIR}; "
                 "offline: sudo apt-get install dataset-fashion-mnist)")
     if key == "cifar10":
         folder = root_path / "cifar-10-batches-py"
         if (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file():
             return f"the CIFAR-10 batches in {folder}"
-        return (f"a download into {root_path} (no cifar-10-batches-py in it; offline: put the extracted "
+        return (f"{_DOWNLOAD} into {root_path} (no cifar-10-batches-py in it; offline: put the extracted "
                 f"folder at {folder} or set GROSS_DATA)")
     raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)}")
+
+
+#: Set to 1 to let :func:`require_on_machine` accept a dataset that would have to be downloaded.
+ALLOW_DOWNLOAD_ENV = "GROSS_ALLOW_DOWNLOAD"
+_DOWNLOAD = "a download"        # how check_available's answer starts when the files are not here
+
+
+def needs_download(source: str) -> bool:
+    """Whether :func:`check_available`'s answer says the files are not on this machine."""
+    return source.startswith(_DOWNLOAD)
+
+
+def require_on_machine(name: str) -> str:
+    """:func:`check_available`, refusing (one-line ``ValueError``) a dataset that would need a download.
+
+    ``$GROSS_ALLOW_DOWNLOAD=1`` lets torchvision download it instead (this project's machines are offline,
+    and a run should not start a download in each of its processes).
+    """
+    source = check_available(name)
+    if needs_download(source) and os.environ.get(ALLOW_DOWNLOAD_ENV) != "1":
+        raise ValueError(f"dataset {name!r} is not on this machine: it would need {source}; or set "
+                         f"{ALLOW_DOWNLOAD_ENV}=1 to let torchvision download it")
+    return source
 
 
 def _take(split: Split, limit: int) -> Split:

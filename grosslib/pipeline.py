@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .data import DATASET_NAMES, check_available
+from .data import DATASET_NAMES, check_available, needs_download, require_on_machine
 from .io import atomic_write_text, resolve_device, to_jsonable
 from .presets import check_overrides, get_preset, preset_names
 from .progress import PROGRESS_FILE_ENV
@@ -270,11 +270,7 @@ def validate_inputs(preset: str, dataset: str, device: str, run_dir: Path, noteb
             raise ValueError(f"-p checkpoint={checkpoint}: no such file (looked in "
                              f"{', '.join(map(str, candidates))}); pass an existing state dict")
     check_overrides(extra_parameters.get("overrides"))
-    source = check_available(dataset)
-    if source.startswith("a download") and not os.environ.get("GROSS_ALLOW_DOWNLOAD"):
-        raise ValueError(f"dataset {dataset!r} is not on this machine: it would need {source}. "
-                         "Set GROSS_ALLOW_DOWNLOAD=1 to let torchvision download it")
-    return source
+    return require_on_machine(dataset)
 
 
 class _ProgressFollower(threading.Thread):
@@ -344,7 +340,7 @@ def choose_main_job() -> tuple[str, str, str]:
     files.
     """
     source = check_available("fashion-mnist")
-    if not source.startswith("a download"):
+    if not needs_download(source):
         return ("intro", "fashion-mnist", f"Fashion-MNIST is on this machine ({source}): a real benchmark "
                 "whose 5,000 test images separate configurations better than digits' 299 (preset intro)")
     return ("quick", "digits", "Fashion-MNIST is not on this machine, so the embedded digits ran (preset "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .. import presets
-from ..data import DATASET_NAMES, DatasetNotFoundError, check_available
+from ..data import ALLOW_DOWNLOAD_ENV, DATASET_NAMES, DatasetNotFoundError, require_on_machine
 from ..io import resolve_device
 from . import (
     PARENT_ENV,
@@ -43,7 +43,6 @@ __all__ = ["ALLOW_DOWNLOAD_ENV", "REPORT_NOTEBOOK", "TRACEBACK_ENV", "build_pars
            "check_run_args", "main", "parse_seed_list", "render_report", "resume_command"]
 
 #: ``1`` lets ``run`` use a dataset that is not on this machine (torchvision downloads it).
-ALLOW_DOWNLOAD_ENV = "GROSS_ALLOW_DOWNLOAD"
 #: ``1`` shows the traceback of an error instead of its one line.
 TRACEBACK_ENV = "GROSS_TRACEBACK"
 
@@ -93,16 +92,9 @@ def parse_seed_list(text: str) -> list[int]:
 
 
 def check_dataset(name: str) -> str:
-    """Where ``name`` will be loaded from; a one-line ``ValueError`` if unknown or not on this machine.
-
-    A dataset that would need a download is refused unless ``GROSS_ALLOW_DOWNLOAD=1`` (the machines this
-    project runs on are offline, and a study should not start a download in each seed process).
-    """
-    where = check_available(name)
-    if where.startswith("a download") and os.environ.get(ALLOW_DOWNLOAD_ENV) != "1":
-        raise ValueError(f"dataset {name!r} is not on this machine: it would need {where}; or set "
-                         f"{ALLOW_DOWNLOAD_ENV}=1 to let torchvision download it")
-    return where
+    """Where ``name`` will be loaded from; a one-line ``ValueError`` if unknown or not on this machine
+    (:func:`grosslib.data.require_on_machine`)."""
+    return require_on_machine(name)
 
 
 def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
