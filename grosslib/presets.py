@@ -27,7 +27,7 @@ Presets
 ``"study"``
     Fashion-MNIST (50k train images) with the paper's protocol, epochs scaled down so that one seed
     of :mod:`grosslib.study` takes at most 40 minutes on 2 CPU cores; see ``STUDY_SCHEDULE_NOTE``
-    and, for its BTD's degeneracy guard, ``STUDY_BTD_NOTE``.
+    and, for its BTD, ``STUDY_BTD_NOTE``.
 ``"tiny"``
     one epoch of a couple of batches per stage: for tests only.
 
@@ -144,15 +144,11 @@ STUDY_SCHEDULE_NOTE = (
     "fine-tuning ratio and decaying x0.1 for the last epoch(s). Fixed configurations are reconstructed at "
     "GroSS's 3e-4, not the paper's 1e-2, which diverged (see the reconstruct_fixed notes).")
 STUDY_BTD_NOTE = (
-    "BTD at the paper's tol 1e-6 plus a degeneracy guard (btd's max_block_norm=3, not in the paper): on the "
-    "trained Fashion-MNIST networks, plain ALS kept lowering the error by ~0.01 while the blocks grew to "
-    "20-800 times the weight's norm and cancelled each other (conv2 at group size 16: cores of norm 6,200 "
-    "for a weight of norm 7.8). Those bottlenecks could not be fine-tuned: gradient norms of ~200-10,000 "
-    "at the first step, 6 of 45 fixed configurations trained on their own collapsed to chance, and GroSS "
-    "lost its middle configurations. With the guard (each size also decomposed from the SVD start, the "
-    "lower error kept) the relative errors stay within ~0.01 of the unguarded ones (some lower: the guarded "
-    "cold starts avoid the degenerate valleys), cores are <= 3x the weight's norm, and every stage trains "
-    "(measured, seed 0: first-step gradient norm 2.7 instead of 229 for 16-16-16).")
+    "BTD at the paper's tol 1e-6 with btd's default ridge phases (penalties 1e-2, 1e-3, 1e-4 on the blocks' "
+    "squared norms; not in the paper, see grosslib.btd): the plain ALS used before let blocks grow to 5-564 "
+    "times the weight's norm and cancel each other on the trained Fashion-MNIST networks, bottlenecks that "
+    "could not be fine-tuned (gradient norms of ~200-10,000 at the first step). The earlier guard "
+    "(max_block_norm=3, which stopped ALS early) is gone: the default needs none.")
 _FMNIST = ("Fashion-MNIST: 50,000 training images (390 steps per epoch at batch 128, the paper's batch), "
            "zero-padded to 32x32; crop (pad 2) + horizontal flip as for CIFAR-10.")
 
@@ -201,7 +197,7 @@ INTRO_NOTE = (
     "the same images are less noisy), so this run shows the whole machinery on a real benchmark with "
     "differences the digits run cannot show, not decisive ones: the study preset is for verdicts. Each "
     "stage is a fraction of the study preset's: full 5 -> 8 epochs on a tenth of the data, reconstruction"
-    " 1 epoch, fine-tuning 2 epochs; BTD at tol 1e-4 (as quick) with the study's degeneracy guard.")
+    " 1 epoch, fine-tuning 2 epochs; BTD at tol 1e-4 (as quick).")
 _INTRO_STAGES: dict[str, TrainConfig] = {
     "full": TrainConfig(
         epochs=8, lr=0.05, milestones=(7,), weight_decay=5e-4, batch_size=128, alpha=None,
@@ -358,12 +354,12 @@ QUICK_PRESET = Preset(
     notes="Digits on a 2-core CPU in minutes: one replicate, our own schedules (each stage's notes).")
 STUDY_PRESET = Preset(
     "study", dataset="fashion-mnist", replicates=3, stages=_STUDY_STAGES,
-    # the paper's criterion, plus the degeneracy guard (not in the paper; see STUDY_BTD_NOTE)
-    btd_options={"tol": 1e-6, "max_block_norm": 3.0},
+    # the paper's criterion with btd's default ridge phases (see STUDY_BTD_NOTE)
+    btd_options={"tol": 1e-6},
     notes=f"{STUDY_SCHEDULE_NOTE} {STUDY_BTD_NOTE}")
 INTRO_PRESET = Preset(
     "intro", dataset="fashion-mnist", replicates=1, stages=_INTRO_STAGES, data_limit=5_000,
-    btd_options={"tol": 1e-4, "max_block_norm": 3.0}, notes=INTRO_NOTE,
+    btd_options={"tol": 1e-4}, notes=INTRO_NOTE,
     # both cores: the pipeline runs one notebook at a time, and 5,000-image splits keep them busy
     notebook=NotebookSettings(num_threads=2))
 TINY_PRESET = Preset(

@@ -8,6 +8,7 @@ import tensorly as tl
 import torch
 from reference import (
     block_projections,
+    btd_authors_ref,
     bottleneck_weights_ref,
     btd_reconstruct_ref,
     psi_loop,
@@ -20,8 +21,15 @@ from tensorly.decomposition import partial_tucker
 from tensorly.tenalg import multi_mode_dot
 
 from grosslib import BTDResult, btd, btd_series
+from grosslib.btd import RIDGE_SCHEDULE
 
 FAST = dict(tol=1e-8, max_iter=30)
+PLAIN = (0.0,)  # ridge=(0.0,): plain ALS, whose properties (monotone error, exact LS cores) these tests check
+
+
+def btd_plain(*args, **kwargs):
+    """btd with plain ALS (one phase without penalty)."""
+    return btd(*args, ridge=PLAIN, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------- shapes
@@ -78,7 +86,7 @@ def test_initial_error_is_error_of_initialisation(max_iter):
 @pytest.mark.parametrize("init", ["svd", "random"])
 def test_errors_non_increasing_within_a_run(u, t, s, kernel, seed, init):
     weight = randn(u, t, *kernel, seed=seed)
-    result = btd(weight, s, tol=0.0, max_iter=40, init=init, random_state=seed)
+    result = btd_plain(weight, s, tol=0.0, max_iter=40, init=init, random_state=seed)
     errors = [result.initial_error] + result.errors
     for before, after in zip(errors, errors[1:]):
         assert after <= before + 1e-12
@@ -89,7 +97,7 @@ def test_errors_non_increasing_within_a_run(u, t, s, kernel, seed, init):
 def test_gauss_seidel_core_branch_is_monotone():
     # t * s > 1024 selects the block-by-block core update
     weight = randn(24, 48, 3, 3, seed=21)
-    result = btd(weight, 24, tol=0.0, max_iter=6)
+    result = btd_plain(weight, 24, tol=0.0, max_iter=6)
     errors = [result.initial_error] + result.errors
     assert all(after <= before + 1e-12 for before, after in zip(errors, errors[1:]))
     assert result.error == pytest.approx(relative_error_ref(weight, btd_reconstruct_ref(
@@ -105,7 +113,7 @@ def test_gauss_seidel_core_branch_is_monotone():
 def test_cores_are_least_squares_optimal_after_each_step(u, t, s, seed, max_iter):
     """After an ALS step the cores are the joint least-squares solution: C_r^T (W - W_hat) B_r = 0."""
     weight = randn(u, t, 3, 3, seed=seed)
-    result = btd(weight, s, tol=0.0, max_iter=max_iter, init="random", random_state=seed)
+    result = btd_plain(weight, s, tol=0.0, max_iter=max_iter, init="random", random_state=seed)
     residual = weight - btd_reconstruct_ref(result.cores, result.out_factors, result.in_factors)
     for projection in block_projections(residual, result.out_factors, result.in_factors):
         assert float(projection.norm()) < 1e-9 * float(weight.norm())
@@ -115,7 +123,7 @@ def test_cores_are_least_squares_optimal_after_each_step(u, t, s, seed, max_iter
 @pytest.mark.parametrize("tol,max_iter", [(1e-3, 500), (1e-5, 500), (1e-8, 7), (0.0, 5), (1e-2, 1)])
 def test_stop_rule(tol, max_iter):
     weight = randn(8, 8, 3, 3, seed=13)
-    result = btd(weight, 2, tol=tol, max_iter=max_iter)
+    result = btd_plain(weight, 2, tol=tol, max_iter=max_iter)
     errors = [result.initial_error] + result.errors
     decreases = [before - after for before, after in zip(errors, errors[1:])]
     assert result.n_iter <= max_iter
@@ -128,7 +136,7 @@ def test_stop_rule(tol, max_iter):
 
 
 def test_converges_with_default_tolerance():
-    result = btd(randn(8, 8, 3, 3, seed=14), 4, tol=1e-6, max_iter=2000)
+    result = btd_plain(randn(8, 8, 3, 3, seed=14), 4, tol=1e-6, max_iter=2000)
     assert result.converged and result.n_iter < 2000
     assert result.errors[-2] - result.errors[-1] < 1e-6
 
@@ -142,7 +150,7 @@ def test_exact_btd_weight_is_recovered(u, t, s, seed):
     weight = random_btd_weight(u, t, s, 3, 3, seed=seed)
     errors = []
     for init, random_state in [("svd", None), ("random", 0), ("random", 1)]:
-        result = btd(weight, s, tol=1e-13, max_iter=400, init=init, random_state=random_state)
+        result = btd_plain(weight, s, tol=1e-13, max_iter=400, init=init, random_state=random_state)
         errors.append(result.error)
         if result.error < 1e-8:
             break
@@ -157,7 +165,7 @@ def test_exactly_representable_weights(u, t, s, kernel):
     if u < s:  # see test_group_size_larger_than_out_channels: reach size s through the series instead
         result = btd_series(randn(u, t, *kernel, seed=u + t), [1, s], tol=1e-12, max_iter=50)[s]
     else:
-        result = btd(randn(u, t, *kernel, seed=u + t), s, tol=1e-12, max_iter=50)
+        result = btd_plain(randn(u, t, *kernel, seed=u + t), s, tol=1e-12, max_iter=50)
     assert result.error < 1e-10
 
 
@@ -184,8 +192,8 @@ def test_single_block_matches_tensorly_partial_tucker(u, t, kernel, seed):
 @pytest.mark.parametrize("u,t", [(16, 8), (8, 8)])
 def test_als_on_one_block_reaches_the_hooi_optimum(u, t):
     weight = randn(u, t, 3, 3, seed=u)
-    hooi = btd(weight, t, method="hooi")
-    als = btd(weight, t, method="als", tol=1e-10, max_iter=200)
+    hooi = btd_plain(weight, t, method="hooi")
+    als = btd_plain(weight, t, method="als", tol=1e-10, max_iter=200)
     assert als.error <= hooi.error + 1e-6
     assert hooi.error == pytest.approx(tucker2_output_truncation_error(weight, t), abs=1e-9)
 
@@ -257,32 +265,42 @@ def test_warm_start_from_result_keeps_its_error():
 
 @pytest.mark.parametrize("u,t,kernel,seed", [(8, 8, (3, 3), 0), (16, 16, (3, 3), 1), (12, 12, (3, 1), 2),
                                              (24, 8, (3, 3), 3), (4, 16, (1, 3), 4)])
-def test_series_errors_non_increasing_in_group_size(u, t, kernel, seed):
+def test_series_errors_non_increasing_and_each_size_no_worse_than_on_its_own(u, t, kernel, seed):
     weight = randn(u, t, *kernel, seed=seed)
     sizes = [1, 2, 4, 12] if t == 12 else [s for s in (1, 2, 4, 8, 16) if t % s == 0]
     results = btd_series(weight, sizes, **FAST)
     assert sorted(results) == sizes
     for small, large in zip(sizes, sizes[1:]):
-        assert results[large].initial_error == pytest.approx(results[small].error, abs=1e-12)
         assert results[large].error <= results[small].error + 1e-12
-    assert all(results[s].group_size == s for s in sizes)
+    for s in sizes:
+        alone = btd(weight, s, **FAST)
+        assert results[s].group_size == s
+        assert results[s].error <= alone.error + 1e-12
+        assert block_norm_ratio_ref(weight, results[s]) <= 3.0
+        assert results[s].error == pytest.approx(relative_error_ref(weight, results[s].reconstruct()), abs=1e-10)
 
 
-def test_series_matches_manual_warm_start():
+def test_series_keeps_the_better_of_warm_and_cold():
     weight = randn(8, 8, 3, 3, seed=4)
     results = btd_series(weight, [4, 1, 2], **FAST)
     one = btd(weight, 1, **FAST)
-    two = btd(weight, 2, init=one, **FAST)
-    four = btd(weight, 4, init=two, **FAST)
-    for s, expected in [(1, one), (2, two), (4, four)]:
-        assert torch.equal(results[s].cores, expected.cores)
-        assert results[s].errors == expected.errors
+    assert torch.equal(results[1].cores, one.cores)
+    previous = one
+    for s in (2, 4):
+        warm = btd(weight, s, init=previous, ridge=RIDGE_SCHEDULE[-1:], **FAST)
+        cold = btd(weight, s, **FAST)
+        kept = results[s]
+        assert any(torch.equal(kept.cores, r.cores) for r in (warm, cold)) or kept.error == previous.error
+        # no worse than the other candidate in error, unless that one would break the monotone series
+        assert kept.error <= min(warm.error, cold.error) + 1e-12 or kept.error <= previous.error
+        assert kept.error <= previous.error + 1e-12
+        previous = kept
 
 
 @pytest.mark.parametrize("u,t,s,init", [(8, 16, 16, "svd"), (4, 8, 8, "random"), (2, 8, 4, "svd")])
 def test_group_size_larger_than_out_channels(u, t, s, init):
     weight = randn(u, t, 3, 3, seed=u + s)
-    result = btd(weight, s, init=init, **FAST)
+    result = btd_plain(weight, s, init=init, **FAST)
     # the output mode has rank <= u <= s and the input mode is covered by t/s blocks: the error can only drop
     assert result.out_factors.shape == (t // s, u, s)
     assert result.error <= result.initial_error + 1e-12
@@ -353,7 +371,9 @@ def test_series_bad_sizes_raise():
         btd_series(weight, [2, 3], **FAST)
 
 
-# ------------------------------------------------------------------------------- degeneracy guard
+
+
+# ------------------------------------------------------------------ degeneracy: the default has none
 def block_norm_ratio_ref(weight: torch.Tensor, result: BTDResult) -> float:
     """sqrt(sum_r ||block r||^2) / ||W||, each block rebuilt on its own by the loop reference."""
     squares = [float(btd_reconstruct_ref(result.cores[r:r + 1], result.out_factors[r:r + 1],
@@ -362,75 +382,95 @@ def block_norm_ratio_ref(weight: torch.Tensor, result: BTDResult) -> float:
     return (sum(squares) ** 0.5) / float(weight.norm())
 
 
+@pytest.mark.parametrize("u,t,s,kernel", [(8, 8, 2, (3, 3)), (12, 8, 4, (3, 1)), (4, 12, 3, (3, 3)),
+                                          (8, 16, 16, (3, 3)), (6, 6, 6, (1, 1))])
+def test_block_norm_ratio_matches_loop_reference(u, t, s, kernel):
+    weight = randn(u, t, *kernel, seed=u * t + s)
+    for result in (btd(weight, s, **FAST), btd(weight, s, init="random", ridge=PLAIN, max_iter=3)):
+        assert result.weight_norm == pytest.approx(float(weight.norm()), rel=1e-12)
+        assert result.block_norm_ratio == pytest.approx(block_norm_ratio_ref(weight, result), rel=1e-9)
+        expanded = result.expand(t) if t % s == 0 else result
+        assert expanded.block_norm_ratio == pytest.approx(block_norm_ratio_ref(weight, expanded), rel=1e-9)
+
+
 # random weights on which plain ALS degenerates (blocks far larger than the weight, cancelling)
 DEGENERATE = [(16, 16, 4, 1), (16, 8, 2, 0), (8, 16, 2, 1), (16, 16, 2, 0)]
 
 
-@pytest.mark.parametrize("u,t,s,seed", DEGENERATE)
-def test_plain_als_degenerates_on_these_weights(u, t, s, seed):
+# Known gaps of the default against issue 15's bounds (strict xfail: they fail today; a fix will say so)
+_GAP_RHO = "known gap (issue 15): the default's rho exceeds 3 here (3.1-3.4), far below plain ALS's"
+_GAP_ERR = "known gap (issue 15): the default ends in a worse local minimum than the authors' scheme here"
+DEGENERATE_CASES = [DEGENERATE[0], DEGENERATE[1],
+                    pytest.param(*DEGENERATE[2], marks=pytest.mark.xfail(strict=True, reason=_GAP_RHO)),
+                    DEGENERATE[3]]
+
+
+@pytest.mark.parametrize("u,t,s,seed", DEGENERATE_CASES)
+def test_default_stays_non_degenerate_where_plain_als_degenerates(u, t, s, seed):
     weight = randn(u, t, 3, 3, seed=seed)
-    assert block_norm_ratio_ref(weight, btd(weight, s, tol=1e-7)) > 5.0
+    plain = btd_plain(weight, s, tol=1e-7)
+    assert block_norm_ratio_ref(weight, plain) > 5.0               # the case is degenerate for plain ALS
+    default = btd(weight, s)
+    assert default.converged
+    assert block_norm_ratio_ref(weight, default) <= 3.0
+    # it gives up little of what the cancelling blocks buy (plain ALS is at a lower, degenerate error)
+    assert default.error <= plain.error + 0.02
 
 
-@pytest.mark.parametrize("bound", [1.5, 3.0])
-@pytest.mark.parametrize("u,t,s,seed", DEGENERATE)
-def test_guard_keeps_blocks_within_bound(u, t, s, seed, bound):
+# the authors' block-coordinate Tucker-2 scheme (tests/reference.py) is the accuracy reference
+@pytest.mark.parametrize("u,t,s,seed", [pytest.param(8, 8, 2, 0, marks=pytest.mark.xfail(strict=True, reason=_GAP_ERR)),
+                                        pytest.param(8, 8, 4, 1, marks=pytest.mark.xfail(strict=True, reason=_GAP_ERR)),
+                                        (16, 8, 2, 2), (8, 16, 4, 3),
+                                        pytest.param(12, 12, 3, 4, marks=pytest.mark.xfail(strict=True, reason=_GAP_RHO)),
+                                        (16, 16, 4, 1), (16, 16, 8, 0)])
+def test_default_as_accurate_as_the_authors_scheme(u, t, s, seed):
     weight = randn(u, t, 3, 3, seed=seed)
-    guarded = btd(weight, s, tol=1e-7, max_block_norm=bound)
-    assert block_norm_ratio_ref(weight, guarded) <= bound * (1 + 1e-9)
-    assert not guarded.converged                       # stopped by the guard, not by the tolerance
-    # the reported error is the error of the returned blocks, and it improved on the start
-    approximation = btd_reconstruct_ref(guarded.cores, guarded.out_factors, guarded.in_factors)
-    assert guarded.error == pytest.approx(relative_error_ref(weight, approximation), abs=1e-10)
-    assert guarded.error < guarded.initial_error
-    assert all(b <= a + 1e-12 for a, b in zip(guarded.errors, guarded.errors[1:]))
+    authors = btd_authors_ref(weight, s, tol=1e-6)
+    default = btd(weight, s)
+    assert authors["converged"] and default.converged
+    assert block_norm_ratio_ref(weight, default) <= 3.0
+    assert default.error <= authors["error"] + 0.002
+    assert default.error == pytest.approx(relative_error_ref(weight, default.reconstruct()), abs=1e-10)
 
 
-@pytest.mark.parametrize("exact_cores", [False, True])
-def test_guard_with_many_blocks(exact_cores):
-    # R s^2 > 128: iterative cores (polished at the stop only when that stays within the bound) or exact ones
-    weight = randn(16, 32, 3, 3, seed=2)
-    result = btd(weight, 4, tol=1e-9, max_block_norm=1.2, exact_cores=exact_cores)
-    assert block_norm_ratio_ref(weight, result) <= 1.2 * (1 + 1e-9)
-    assert result.error < result.initial_error
-    if exact_cores:  # exactly solved cores: the residual is orthogonal to every block's core space
-        residual = weight - btd_reconstruct_ref(result.cores, result.out_factors, result.in_factors)
-        for r in range(result.n_blocks):
-            gradient = torch.einsum("oa,oiyx,ib->abyx", result.out_factors[r], residual, result.in_factors[r])
-            assert float(gradient.norm()) < 1e-8 * float(weight.norm())
-
-
-@pytest.mark.parametrize("u,t,s,seed", [(8, 8, 2, 0), (16, 8, 4, 3)])
-def test_loose_guard_changes_nothing(u, t, s, seed):
+@pytest.mark.parametrize("u,t,s,seed", [(8, 8, 2, 0), (12, 8, 4, 1), (4, 12, 3, 3), (16, 32, 4, 2)])
+def test_objective_never_increases_within_a_ridge_phase(u, t, s, seed):
     weight = randn(u, t, 3, 3, seed=seed)
-    plain = btd(weight, s, **FAST)
-    loose = btd(weight, s, max_block_norm=1e9, **FAST)
-    assert torch.equal(plain.cores, loose.cores) and plain.errors == loose.errors
+    result = btd(weight, s, tol=1e-8)
+    assert len(result.phase_steps) == len(RIDGE_SCHEDULE) and sum(result.phase_steps) == result.n_iter
+    start = 0
+    for steps in result.phase_steps:
+        phase = result.objectives[start:start + steps]
+        assert all(after <= before + 1e-12 for before, after in zip(phase, phase[1:]))
+        start += steps
+    # the final phase met the stopping rule: its last step lowered the objective by less than tol
+    assert result.converged and result.objectives[-2] - result.objectives[-1] < 1e-8
+    # objective = sqrt(error^2 + lam rho^2) at the final phase's lam
+    lam = RIDGE_SCHEDULE[-1]
+    assert result.objectives[-1] == pytest.approx(
+        (result.error ** 2 + lam * block_norm_ratio_ref(weight, result) ** 2) ** 0.5, abs=1e-10)
 
 
-@pytest.mark.parametrize("u,t,seed", [(16, 16, 0), (16, 8, 1), (8, 16, 1)])
-def test_guarded_series_bounded_and_non_increasing(u, t, seed):
+@pytest.mark.parametrize("u,t,s,seed", [(8, 8, 2, 0), (12, 8, 4, 1), (8, 16, 8, 3)])
+def test_final_cores_minimise_the_penalised_objective(u, t, s, seed):
+    """Orthonormal factors: d/dG_r (||W - W_hat||^2 + lam ||G||^2) = 0  <=>  C_r^T (W - W_hat) B_r = lam G_r."""
     weight = randn(u, t, 3, 3, seed=seed)
-    sizes = [s for s in (1, 2, 4, 8) if s < t]
-    plain = btd_series(weight, sizes, tol=1e-7)
-    guarded = btd_series(weight, sizes, tol=1e-7, max_block_norm=2.0)
-    for small, large in zip(sizes, sizes[1:]):
-        assert guarded[large].error <= guarded[small].error + 1e-12
-    for s in sizes:
-        assert block_norm_ratio_ref(weight, guarded[s]) <= 2.0 * (1 + 1e-9)
-        # the guard stops early: it may lose a little accuracy, never most of what ALS gains
-        assert guarded[s].error <= plain[s].error + 0.5 * (guarded[s].initial_error - plain[s].error) + 1e-9
+    result = btd(weight, s, tol=1e-8)
+    residual = weight - btd_reconstruct_ref(result.cores, result.out_factors, result.in_factors)
+    lam = RIDGE_SCHEDULE[-1]
+    for r, projection in enumerate(block_projections(residual, result.out_factors, result.in_factors)):
+        assert float((projection - lam * result.cores[r]).norm()) < 1e-9 * float(weight.norm())
 
 
-def test_guarded_series_uses_a_cold_start_when_the_warm_one_is_stuck():
-    weight = randn(16, 16, 3, 3, seed=0)
-    guarded = btd_series(weight, [1, 2, 4], tol=1e-7, max_block_norm=1.5)
-    warm_only = btd(weight, 4, tol=1e-7, max_block_norm=1.5, init=guarded[2])
-    cold_only = btd(weight, 4, tol=1e-7, max_block_norm=1.5)
-    assert guarded[4].error == pytest.approx(min(warm_only.error, cold_only.error), abs=1e-12)
+@pytest.mark.parametrize("u,t,s,seed", [(4, 4, 2, 0), (8, 4, 2, 3), (8, 8, 4, 1), (8, 8, 1, 1)])
+def test_default_recovers_an_exact_btd_up_to_the_penalty(u, t, s, seed):
+    weight = random_btd_weight(u, t, s, 3, 3, seed=seed)
+    result = btd(weight, s, tol=1e-10, max_iter=5000)
+    # the final penalty lam = 1e-4 shrinks exact blocks by about 1 / (1 + lam): a relative error ~lam
+    assert result.error < 10 * RIDGE_SCHEDULE[-1]
 
 
-@pytest.mark.parametrize("bound", [0.5, 0.0, -1.0, float("nan")])
-def test_bad_guard_raises(bound):
-    with pytest.raises(ValueError, match="max_block_norm"):
-        btd(randn(8, 8, 3, 3, seed=0), 2, max_block_norm=bound)
+@pytest.mark.parametrize("ridge", [(), (1e-3, 1e-2), (-1.0,), (float("nan"),), (float("inf"), 0.0), "abc", 3.0])
+def test_bad_ridge_raises(ridge):
+    with pytest.raises(ValueError, match="ridge"):
+        btd(randn(8, 8, 3, 3, seed=0), 2, ridge=ridge)

@@ -269,7 +269,7 @@ def test_setup_refuses_bad_parameters(tmp_path: Path) -> None:
     nb = nu.setup(1, "x", preset="quick", btd_max_iter=7, **common)
     assert nb.btd_options == {"tol": 1e-4, "max_iter": 7}              # the preset's options, then overrides
     guarded = nu.setup(1, "x", preset="study", btd_tol=1e-3, **common)
-    assert guarded.btd_options == {"tol": 1e-3, "max_block_norm": 3.0}  # no BTD option is dropped
+    assert guarded.btd_options == {"tol": 1e-3}                         # the preset's options, then overrides
 
 
 def test_case_table_covers_every_notebook() -> None:

@@ -151,7 +151,7 @@ def _replace_preset(monkeypatch: pytest.MonkeyPatch, name: str, **btd_options: o
 def tiny_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Experiments load 160 + 40 synthetic Fashion-MNIST images from IDX files (the real loader).
 
-    The BTD (with the preset's degeneracy guard) is capped at 30 steps: the preset's tol 1e-6 takes
+    The BTD is capped at 30 steps: the preset's tol 1e-6 takes
     minutes on a barely trained network, and the BTD has tests of its own; every training stage keeps
     the study preset's schedule.
     """
@@ -240,7 +240,7 @@ def test_cached_decomposition_is_tied_to_its_btd_options_and_network(tmp_path: P
         make().decomposed()
     info_file.write_text(json.dumps(info))
     make().decomposed()                                    # the matching record is accepted again
-    _replace_preset(monkeypatch, "tiny", max_block_norm=2.0)
+    _replace_preset(monkeypatch, "tiny", ridge=(1e-3, 0.0))
     with pytest.raises(ValueError, match=r"decomposed with BTD options .* delete it"):
         make().decomposed()
 
