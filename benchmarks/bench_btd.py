@@ -1,53 +1,71 @@
-"""BTD benchmark: every (layer, group size) pair of PaperNet's conv2..conv4, to the paper's stopping rule.
+"""BTD benchmark: grosslib's btd against the authors' algorithm and plain ALS, pair by pair; ResNet-18 timing.
 
-For each of conv2 (32 -> 32), conv3 (32 -> 64) and conv4 (64 -> 64) the group sizes 1, 2, 4, ... up to
-the input channels are decomposed as one warm-started series (each size starts from the expansion of
-the previous one, exactly what :func:`grosslib.btd_series` does), stopping when the relative error
-decreases by less than ``--tol`` in one step (method.md): 6 + 6 + 7 = 19 pairs. Per pair it reports
-the steps, the seconds and the final error; then the total.
+PaperNet (default mode). For every (layer, group size) pair of conv2 (32 -> 32), conv3 (32 -> 64) and
+conv4 (64 -> 64), the group sizes being ``default_group_sizes(t)`` (1, 2, 4, ... up to t: 6 + 6 + 7 =
+19 pairs), three methods decompose the same float64 weight, one after another, the order alternating
+between pairs (so that they share the machine's load):
 
-It also compares one block (s = t, a Tucker-2 with ranks (t, t), solved by HOOI) against TensorLy's
-``partial_tucker(w, rank=[t, t], modes=[0, 1], tol=tol, n_iter_max=max_iter)`` on the same float64
-weight and backend (pytorch), both from their SVD initialisation: median of ``--repeats`` interleaved
-timings, and both errors.
+- ``default``: ``btd(w, s, tol=tol, max_iter=max_iter)`` (ALS with the ridge phases
+  ``grosslib.btd.RIDGE_SCHEDULE``; HOOI for s = t);
+- ``authors``: ``btd_authors_ref(w, s, tol=tol, max_sweeps=max_iter)`` of ``tests/reference.py``, the
+  authors' algorithm (block-wise Tucker-2 of the residual, sweep after sweep): the baseline, slow;
+- ``plain ALS``: ``btd(w, s, ridge=(0.0,), ...)``, the previous ALS (no ridge phases).
 
-``--baseline REV`` also times the btd.py of git revision REV (e.g. ``HEAD``) on the same pairs,
-interleaved layer by layer with the current one, for a before/after comparison in the same conditions
-(slow: minutes); ``--baseline-threads caller,1`` runs it with the process's thread setting and with
-one intra-op thread, separating the algorithm's gain from the threading's. ``--compare-threads``
-adds a run of the current btd with the caller's thread setting (``num_threads=None``) instead of its
-default of one intra-op thread.
+Per pair and method: final relative error, rho (``block_norm_ratio``), steps (sweeps for the
+authors'), whether the stopping rule was met (the error decreased by less than ``--tol`` in one step
+before ``--max-iter`` steps) and CPU seconds (``time.process_time()``, ``--threads`` intra-op threads,
+1 by default). A line is printed per pair as it finishes, with its targets:
+
+- default rho <= 3.0, default error <= authors' error + 0.002 and default rule met, at every pair;
+- overall: the default's total CPU seconds at least 20x below the authors' total.
+
+``--cache FILE.json`` makes the (30-40 min) run resumable: after each pair its rows (all methods) are
+written to the JSON file atomically, keyed by (weights source, layer, s, method, tol, max_iter), and
+the pairs already there are not recomputed; an interrupted run (Ctrl-C) leaves it valid.
+``--tucker`` adds the old comparison of one block (s = t: btd's HOOI) against TensorLy's
+``partial_tucker`` (median of ``--repeats`` interleaved timings).
+
+``--resnet18`` (instead of the PaperNet comparison) times ``btd_series(w, default_group_sizes(t),
+tol=--resnet-tol, max_iter=--resnet-max-iter, num_threads=--resnet-threads)`` on every conv of a
+torchvision ResNet-18 (``torch.manual_seed(0)`` then ``resnet18(weights=None)``) with in and out
+channels both in 64..512 (all but the first 7x7 conv; the three 1x1 downsample convs included): wall
+seconds per conv and in total (target <= 120 s), max rho and how many sizes met the stopping rule.
 
 Usage::
 
-    python benchmarks/bench_btd.py [--weights random|PATH] [--tol 1e-6] [--seed 0] [--threads 2]
-        [--max-iter 500000] [--repeats 5] [--baseline REV] [--baseline-threads caller,1]
-        [--compare-threads] [--write-results] [--note TEXT]
+    python benchmarks/bench_btd.py [--weights random|PATH] [--tol 1e-6] [--max-iter 500000] [--seed 0]
+        [--threads 1] [--layers conv2,conv3,conv4] [--sizes 1,2,4] [--cache FILE.json]
+        [--tucker] [--repeats 5] [--write-results] [--results PATH] [--note TEXT]
+    python benchmarks/bench_btd.py --resnet18 [--resnet-tol 1e-4] [--resnet-max-iter 50]
+        [--resnet-threads 2] [--write-results]
 
-``--write-results`` replaces the section ``## BTD (bench_btd.py)`` of ``benchmarks/RESULTS.md``
-and keeps the rest of the file.
+``--write-results`` replaces the section ``## BTD (bench_btd.py, random weights)`` or
+``## BTD (bench_btd.py, trained weights)`` (after ``--weights``), or with ``--resnet18``
+``## BTD on ResNet-18 (bench_btd.py --resnet18)``, of ``benchmarks/RESULTS.md`` (``--results``), keeps
+the rest of the file and removes the section ``## BTD (bench_btd.py)`` of the earlier benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
+import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import tensorly as tl
 import torch
 from tensorly.decomposition import partial_tucker
 from tensorly.tenalg import multi_mode_dot
+from torch import nn
 
+from grosslib.io import atomic_write_text, read_json, write_json
 from grosslib.models import PaperNet, build_papernet
 from grosslib.paths import BENCHMARKS_DIR, REPO_ROOT
 from grosslib.runinfo import environment_info
@@ -55,8 +73,19 @@ from grosslib.series import default_group_sizes
 
 btd_module = importlib.import_module("grosslib.btd")  # the module (grosslib.btd is the function)
 
-SECTION = "## BTD (bench_btd.py)"
+OLD_SECTION = "## BTD (bench_btd.py)"
+RESNET_SECTION = "## BTD on ResNet-18 (bench_btd.py --resnet18)"
 LAYERS = ("conv2", "conv3", "conv4")
+METHODS = ("default", "authors", "plain ALS")
+CACHE_FORMAT = "bench_btd pair cache v1"
+MAX_RHO = 3.0          # target: default rho at every pair
+ERROR_SLACK = 0.002    # target: default error <= authors' error + this, at every pair
+MIN_SPEEDUP = 20.0     # target: authors' total CPU seconds / default's
+RESNET_MAX_SECONDS = 120.0
+
+
+def section_name(weights: str) -> str:
+    return f"## BTD (bench_btd.py, {'random' if weights == 'random' else 'trained'} weights)"
 
 
 def load_weights(spec: str, seed: int) -> tuple[dict[str, torch.Tensor], str]:
@@ -75,46 +104,152 @@ def load_weights(spec: str, seed: int) -> tuple[dict[str, torch.Tensor], str]:
     return {name: getattr(net, name).weight.detach().to(torch.float64) for name in LAYERS}, source
 
 
-def load_baseline(revision: str) -> ModuleType:
-    """grosslib/btd.py as of a git revision, imported as a module of the grosslib package."""
-    source = subprocess.run(["git", "show", f"{revision}:grosslib/btd.py"], cwd=REPO_ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "btd_baseline.py"
-    path.write_text(source)
-    name = "grosslib._btd_baseline"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def authors_reference() -> Callable[..., dict]:
+    """``btd_authors_ref`` of the repository's tests/reference.py."""
+    tests = str(REPO_ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    return importlib.import_module("reference").btd_authors_ref
 
 
-def with_threads(btd_fn, threads: int):
-    """``btd_fn`` run with ``threads`` intra-op threads (restored afterwards)."""
-    def run(*args: Any, **kwargs: Any):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
+# ------------------------------------------------------------------------------------------ PaperNet pairs
+def run_method(method: str, weight: torch.Tensor, s: int, tol: float, max_iter: int,
+               authors: Callable[..., dict]) -> dict:
+    """One method on one pair: error, rho, steps, rule met, CPU and wall seconds."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    if method == "authors":
+        ref = authors(weight, s, tol=tol, max_sweeps=max_iter)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        error, rho, steps, converged = ref["error"], ref["block_norm_ratio"], ref["sweeps"], ref["converged"]
+    else:
+        options = {"ridge": (0.0,)} if method == "plain ALS" else {}
+        result = btd_module.btd(weight, s, tol=tol, max_iter=max_iter, **options)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        error, rho, steps, converged = result.error, result.block_norm_ratio, result.n_iter, result.converged
+    return {"error": float(error), "rho": float(rho), "steps": int(steps), "converged": bool(converged),
+            "cpu_s": cpu, "wall_s": wall}
+
+
+def cache_key(source: str, layer: str, s: int, method: str, tol: float, max_iter: int) -> tuple:
+    return (source, layer, int(s), method, float(tol), int(max_iter))
+
+
+KEY_FIELDS = ("source", "layer", "s", "method", "tol", "max_iter")
+
+
+class PairCache:
+    """Rows of finished pairs in a JSON file (``{"format": ..., "rows": [...]}``), written atomically."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.rows: dict[tuple, dict] = {}
+        if self.path is not None and self.path.exists():
+            data = read_json(self.path)
+            if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+                raise SystemExit(f"{self.path} is not a bench_btd cache ({CACHE_FORMAT!r}); use another file")
+            for row in data["rows"]:
+                self.rows[tuple(row[k] for k in KEY_FIELDS)] = row
+
+    def get(self, key: tuple) -> dict | None:
+        return self.rows.get(key)
+
+    def put(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.rows[tuple(row[k] for k in KEY_FIELDS)] = row
+        if self.path is not None:
+            write_json(self.path, {"format": CACHE_FORMAT, "rows": list(self.rows.values())})
+
+
+def pair_checks(rows: dict[str, dict]) -> dict[str, bool]:
+    default, authors = rows["default"], rows["authors"]
+    return {"rho": default["rho"] <= MAX_RHO, "error": default["error"] <= authors["error"] + ERROR_SLACK,
+            "rule": default["converged"]}
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else "PASS" if ok else "FAIL"
+
+
+def yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def pair_line(layer: str, s: int, rows: dict[str, dict], cached: bool) -> str:
+    cells = [f"{m} {r['error']:.6f} rho {r['rho']:.2f} {r['steps']:>6d} st {yes_no(r['converged']):>3} "
+             f"{r['cpu_s']:8.2f} s" for m, r in ((m, rows[m]) for m in METHODS)]
+    checks = pair_checks(rows)
+    failed = [name for name, ok in checks.items() if not ok]
+    return (f"{layer} s={s:3d} | " + " | ".join(cells)
+            + f" | {verdict(not failed)}{' (' + ', '.join(failed) + ')' if failed else ''}"
+            + (" [cache]" if cached else ""))
+
+
+def run_pairs(args: argparse.Namespace, weights: dict[str, torch.Tensor], source: str,
+              cache: PairCache) -> tuple[list[dict], bool]:
+    """All selected pairs, interleaved, resumable; returns one entry per finished pair and whether all ran."""
+    authors = authors_reference()
+    sizes_filter = set(args.sizes) if args.sizes else None
+    pairs = [(layer, s) for layer in args.layers for s in default_group_sizes(weights[layer].shape[1])
+             if sizes_filter is None or s in sizes_filter]
+    finished: list[dict] = []
+    for index, (layer, s) in enumerate(pairs):
+        keys = {m: cache_key(source, layer, s, m, args.tol, args.max_iter) for m in METHODS}
+        rows = {m: cache.get(k) for m, k in keys.items()}
+        cached = all(row is not None for row in rows.values())
+        order = METHODS if index % 2 == 0 else METHODS[::-1]
         try:
-            return btd_fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(previous)
-    return run
+            for method in order:
+                if rows[method] is not None:
+                    continue
+                print(f"  {layer} s={s} {method} ...", end="", flush=True)
+                measured = run_method(method, weights[layer], s, args.tol, args.max_iter, authors)
+                print(f" {measured['cpu_s']:.2f} s", flush=True)
+                rows[method] = {**dict(zip(KEY_FIELDS, keys[method])), **measured, "threads": args.threads,
+                                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            if not cached:
+                cache.put([rows[m] for m in METHODS])
+        except KeyboardInterrupt:
+            where = f"; {cache.path} holds the pairs finished so far" if cache.path else ""
+            print(f"\ninterrupted at {layer} s={s}{where}", flush=True)
+            return finished, False
+        print(pair_line(layer, s, rows, cached), flush=True)
+        finished.append({"layer": layer, "s": s, "rows": rows, "cached": cached, "order": order})
+    return finished, True
 
 
-def run_series(btd_fn, weight: torch.Tensor, tol: float, max_iter: int, **options: Any) -> list[dict]:
-    """The warm-started series of btd_series, timed size by size."""
-    rows, previous = [], None
-    for s in default_group_sizes(weight.shape[1]):
-        start = time.perf_counter()
-        result = btd_fn(weight, s, tol=tol, max_iter=max_iter, init="svd" if previous is None else previous,
-                        **options)
-        seconds = time.perf_counter() - start
-        rows.append({"s": s, "steps": result.n_iter, "seconds": seconds, "error": result.error,
-                     "converged": result.converged})
-        previous = result
-    return rows
+def summarise(pairs: list[dict]) -> dict:
+    """Totals per method and the PASS/FAIL lines."""
+    totals = {m: {"cpu_s": sum(p["rows"][m]["cpu_s"] for p in pairs),
+                  "steps": sum(p["rows"][m]["steps"] for p in pairs),
+                  "mean_error": statistics.mean(p["rows"][m]["error"] for p in pairs),
+                  "max_rho": max(p["rows"][m]["rho"] for p in pairs),
+                  "converged": sum(p["rows"][m]["converged"] for p in pairs)} for m in METHODS}
+    checks = [pair_checks(p["rows"]) for p in pairs]
+    n = len(pairs)
+    name = lambda p: f"{p['layer']} s={p['s']}"  # noqa: E731
+    worst_rho = max(pairs, key=lambda p: p["rows"]["default"]["rho"])
+    excess = lambda p: p["rows"]["default"]["error"] - p["rows"]["authors"]["error"]  # noqa: E731
+    worst_excess = max(pairs, key=excess)
+    speedup = totals["authors"]["cpu_s"] / max(totals["default"]["cpu_s"], 1e-12)
+    lines = [
+        (all(c["rho"] for c in checks),
+         f"default rho <= {MAX_RHO:g} at every pair: {sum(c['rho'] for c in checks)}/{n} "
+         f"(max {worst_rho['rows']['default']['rho']:.3f} at {name(worst_rho)})"),
+        (all(c["error"] for c in checks),
+         f"default error <= authors' error + {ERROR_SLACK:g} at every pair: "
+         f"{sum(c['error'] for c in checks)}/{n} "
+         f"(max default - authors {excess(worst_excess):+.6f} at {name(worst_excess)})"),
+        (all(c["rule"] for c in checks),
+         f"default stopping rule met at every pair: {sum(c['rule'] for c in checks)}/{n}"),
+        (speedup >= MIN_SPEEDUP,
+         f"default total CPU {totals['default']['cpu_s']:.1f} s vs authors' "
+         f"{totals['authors']['cpu_s']:.1f} s: "
+         f"{speedup:.1f}x faster (target >= {MIN_SPEEDUP:g}x)"),
+    ]
+    return {"totals": totals, "speedup": speedup, "lines": lines, "all_pass": all(ok for ok, _ in lines)}
 
 
+# ------------------------------------------------------------------------------------ s = t vs TensorLy
 def tucker_comparison(weight: torch.Tensor, tol: float, max_iter: int, repeats: int) -> dict:
     """One block (s = t) by btd (HOOI) against TensorLy's partial_tucker, interleaved, medians."""
     t = weight.shape[1]
@@ -142,83 +277,202 @@ def tucker_comparison(weight: torch.Tensor, tol: float, max_iter: int, repeats: 
             "ours_error": errors["ours"], "tensorly_error": errors["tensorly"]}
 
 
-def markdown(results: dict, env: dict, args: argparse.Namespace, command: str) -> str:
-    variants = results["variants"]
-    names = list(variants)
-    main = names[0]
-    head = "| layer | s | " + " | ".join(
-        f"{label} steps | {label} s | {label} error" for label in names) + " |"
-    lines = [head, "| --- | ---: | " + " | ".join("---: | ---: | ---:" for _ in names) + " |"]
-    for layer in LAYERS:
-        for i, row in enumerate(variants[main][layer]):
-            cells = []
-            for name in names:
-                other = variants[name][layer][i]
-                cells.append(f"{other['steps']} | {other['seconds']:.2f} | {other['error']:.6f}")
-            lines.append(f"| {layer} | {row['s']} | " + " | ".join(cells) + " |")
-    totals = {name: sum(r["seconds"] for layer in LAYERS for r in variants[name][layer]) for name in names}
-    steps = {name: sum(r["steps"] for layer in LAYERS for r in variants[name][layer]) for name in names}
-    mean_error = {name: statistics.mean(r["error"] for layer in LAYERS for r in variants[name][layer])
-                  for name in names}
-    per_layer = {name: {layer: sum(r["seconds"] for r in variants[name][layer]) for layer in LAYERS}
-                 for name in names}
-    lines.append("| **total** | | " + " | ".join(
-        f"{steps[n]} | **{totals[n]:.1f}** | mean {mean_error[n]:.6f}" for n in names) + " |")
-    summary = "\n".join(
-        f"- {n}: **{totals[n]:.1f} s** ("
-        + ", ".join(f"{layer} {per_layer[n][layer]:.1f}" for layer in LAYERS)
-        + f"), {steps[n]} steps, mean final error {mean_error[n]:.6f}" for n in names)
-    tucker_rows = ["| layer | t | btd (HOOI) | partial_tucker | ratio | btd error | partial_tucker error |",
-                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for layer, c in results["tucker"].items():
-        tucker_rows.append(f"| {layer} | {c['t']} | {c['ours_s'] * 1e3:.1f} ms | "
-                           f"{c['tensorly_s'] * 1e3:.1f} ms | **{c['ratio']:.2f}** | {c['ours_error']:.9f} | "
-                           f"{c['tensorly_error']:.9f} |")
-    load = results["load"]
+# ------------------------------------------------------------------------------------------------ ResNet-18
+def resnet18_convs(limit: int | None = None) -> list[tuple[str, torch.Tensor]]:
+    """The eligible convs (in and out channels in 64..512) of a seeded, untrained torchvision ResNet-18."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None)
+    convs = [(name, module.weight.detach()) for name, module in model.named_modules()
+             if isinstance(module, nn.Conv2d) and 64 <= module.in_channels <= 512
+             and 64 <= module.out_channels <= 512]
+    return convs[:limit] if limit is not None else convs
+
+
+def run_resnet18(args: argparse.Namespace) -> dict:
+    options = {"tol": args.resnet_tol, "max_iter": args.resnet_max_iter, "num_threads": args.resnet_threads,
+               "init": args.resnet_init}
+    torch.set_num_threads(args.resnet_threads)
+    rows = []
+    n_eligible = len(resnet18_convs())
+    for name, weight in resnet18_convs(args.resnet_convs):
+        sizes = default_group_sizes(weight.shape[1])
+        cpu, wall = time.process_time(), time.perf_counter()
+        results = btd_module.btd_series(weight, sizes, **options)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        row = {"conv": name, "shape": tuple(weight.shape), "sizes": len(sizes), "wall_s": wall, "cpu_s": cpu,
+               "max_rho": max(r.block_norm_ratio for r in results.values()),
+               "converged": sum(r.converged for r in results.values()),
+               "max_steps": max(r.n_iter for r in results.values())}
+        rows.append(row)
+        print(f"{name:<22} {'x'.join(map(str, row['shape'])):>13} {len(sizes):2d} sizes {wall:7.2f} s wall "
+              f"{cpu:7.2f} s CPU  max rho {row['max_rho']:.3f}  rule met {row['converged']}/{len(sizes)}",
+              flush=True)
+    total = sum(r["wall_s"] for r in rows)
+    subset = len(rows) < n_eligible
+    line = (None if subset else total <= RESNET_MAX_SECONDS,
+            f"ResNet-18 total {total:.1f} s wall for {len(rows)} convs (target <= {RESNET_MAX_SECONDS:g} s"
+            + (f" for all {n_eligible}: not judged on a subset)" if subset else ")"))
+    print(f"{verdict(line[0])}  {line[1]}", flush=True)
+    return {"rows": rows, "total_s": total, "total_cpu_s": sum(r["cpu_s"] for r in rows), "line": line,
+            "options": options, "n_eligible": n_eligible}
+
+
+# ----------------------------------------------------------------------------------------------- markdown
+def machine_line(env: dict) -> str:
+    git = env.get("git")
+    git_text = f"; git {git['commit'][:10]}{' (dirty)' if git['dirty'] else ''}" if git else ""
+    return (f"Machine: {env['cpu']}, {env['cpu_count']} CPUs ({env['cpu_affinity']} usable), "
+            f"{env['platform']}, Python {env['python']}, torch {env['torch']}, "
+            f"torchvision {env['torchvision']}, tensorly {env['tensorly']}{git_text}.")
+
+
+def pairs_markdown(args: argparse.Namespace, source: str, pairs: list[dict], summary: dict,
+                   tucker: dict | None, env: dict, header: dict) -> str:
+    per_method = ("error", "rho", "steps", "rule met", "CPU s")
+    head = ("| layer | s | " + " | ".join(f"{m} {c}" for m in METHODS for c in per_method)
+            + " | default - authors error | pair |")
+    table = [head, "| --- | ---: | " + " | ".join("---:" for _ in METHODS for _ in per_method)
+             + " | ---: | --- |"]
+    for p in pairs:
+        cells = []
+        for m in METHODS:
+            r = p["rows"][m]
+            cells.append(f"{r['error']:.6f} | {r['rho']:.3f} | {r['steps']} | {yes_no(r['converged'])} | "
+                         f"{r['cpu_s']:.2f}")
+        failed = [k for k, ok in pair_checks(p["rows"]).items() if not ok]
+        delta = p["rows"]["default"]["error"] - p["rows"]["authors"]["error"]
+        table.append(f"| {p['layer']} | {p['s']} | " + " | ".join(cells) + f" | {delta:+.6f} | "
+                     + (f"**FAIL** ({', '.join(failed)})" if failed else "PASS") + " |")
+    totals = summary["totals"]
+    table.append("| **total** | | " + " | ".join(
+        f"mean {totals[m]['mean_error']:.6f} | max {totals[m]['max_rho']:.3f} | {totals[m]['steps']} | "
+        f"{totals[m]['converged']}/{len(pairs)} | **{totals[m]['cpu_s']:.1f}**" for m in METHODS) + " | | |")
+    total_lines = "\n".join(
+        f"- {m}: **{totals[m]['cpu_s']:.1f} CPU s**, {totals[m]['steps']} steps, mean error "
+        f"{totals[m]['mean_error']:.6f}, max rho {totals[m]['max_rho']:.3f}, rule met "
+        f"{totals[m]['converged']}/{len(pairs)}" for m in METHODS)
+    plain_ratio = totals["authors"]["cpu_s"] / max(totals["plain ALS"]["cpu_s"], 1e-12)
+    checks = "\n".join(f"- **{verdict(ok)}** {text}" for ok, text in summary["lines"])
+    dates = sorted(r["date"] for p in pairs for r in p["rows"].values())
+    n_cached = sum(p["cached"] for p in pairs)
+    cache_note = (f" {n_cached} of the {len(pairs)} pairs were read from the cache `{args.cache}` (measured "
+                  f"{dates[0]} .. {dates[-1]})." if n_cached else "")
+    subset = "" if len(pairs) == 19 else f" (a subset: {len(pairs)} pairs, not the full 19)"
+    tucker_text = ""
+    if tucker:
+        rows = ["| layer | t | btd (HOOI) | partial_tucker | ratio | btd error | partial_tucker error |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for layer, c in tucker.items():
+            rows.append(f"| {layer} | {c['t']} | {c['ours_s'] * 1e3:.1f} ms | "
+                        f"{c['tensorly_s'] * 1e3:.1f} ms | **{c['ratio']:.2f}** | {c['ours_error']:.9f} | "
+                        f"{c['tensorly_error']:.9f} |")
+        tucker_text = (f"\nOne block (s = t) against TensorLy's `partial_tucker(w, rank=[t, t], "
+                       f"modes=[0, 1], tol={args.tol:g}, n_iter_max={args.max_iter})`, same weight and "
+                       f"backend (pytorch, float64), both from the SVD initialisation; median of "
+                       f"{args.repeats} interleaved timings (ratio = btd / partial_tucker):\n\n"
+                       + "\n".join(rows) + "\n")
     note = f"\n{args.note}\n" if args.note else ""
-    return f"""{SECTION}
+    return f"""{section_name(args.weights)}
 
-Run {results['date']}: `{command}`
+Run {header['date']}: `{header['command']}`
 
-Weights: {results['source']}, float64. Each layer's group sizes are one warm-started series
-(`btd_series`), stopping rule: decrease of the relative error below {args.tol:g} in one step
-(max_iter {args.max_iter}). Process threads: `torch.set_num_threads({args.threads})`. Variants, run
-interleaved layer by layer: {results['variant_notes']}.
+Weights: {source}, float64. Pairs: every (layer, group size) of {', '.join(args.layers)} with the sizes of
+`default_group_sizes(t)`{subset}. Stopping rule: the relative error decreases by less than {args.tol:g}
+in one step (max_iter / max_sweeps {args.max_iter}). Methods, run one after another on each pair, the order
+alternating between pairs: `default` = `btd(w, s)` (ridge phases {btd_module.RIDGE_SCHEDULE}; HOOI for
+s = t); `authors` = `btd_authors_ref(w, s)` of tests/reference.py (block-wise Tucker-2 of the residual,
+the authors' algorithm; steps = sweeps); `plain ALS` = `btd(w, s, ridge=(0.0,))`. CPU seconds:
+`time.process_time()` with `torch.set_num_threads({args.threads})`.{cache_note}
 
-Totals (19 pairs):
+Totals ({len(pairs)} pairs):
 
-{summary}
+{total_lines}
 
-{chr(10).join(lines)}
+Speed-up of `default` over `authors` (CPU): **{summary['speedup']:.1f}x**; of `plain ALS` over `authors`:
+{plain_ratio:.1f}x.
 
-One block (s = t) against TensorLy's `partial_tucker(w, rank=[t, t], modes=[0, 1], tol={args.tol:g},
-n_iter_max={args.max_iter})`, same weight and backend (pytorch, float64), both from the SVD
-initialisation; median of {args.repeats} interleaved timings (ratio = btd / partial_tucker):
+Targets:
 
-{chr(10).join(tucker_rows)}
+{checks}
 
-Machine: {env['cpu']}, {env['cpu_count']} CPUs ({env['cpu_affinity']} usable), {env['platform']},
-Python {env['python']}, torch {env['torch']}, tensorly {env['tensorly']}.
-The CPUs are shared with other engineers' jobs: load average {load['start']} at the start,
-{load['end']} at the end; absolute times are noisy (the variants are interleaved to compare them
-under the same load).
+{chr(10).join(table)}
+{tucker_text}
+{machine_line(env)}
+The CPUs are shared with other engineers' jobs: load average {header['load_start']} at the start,
+{header['load_end']} at the end; absolute times are noisy (the methods are interleaved pair by pair).
 {note}"""
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it), keep the rest of the file."""
+def resnet_markdown(args: argparse.Namespace, resnet: dict, env: dict, header: dict) -> str:
+    table = ["| conv | shape (u, t, kh, kw) | sizes | wall s | CPU s | max rho | rule met | max steps |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in resnet["rows"]:
+        table.append(f"| {r['conv']} | {tuple(r['shape'])} | {r['sizes']} | {r['wall_s']:.2f} | "
+                     f"{r['cpu_s']:.2f} | {r['max_rho']:.3f} | {r['converged']}/{r['sizes']} | "
+                     f"{r['max_steps']} |")
+    n_sizes = sum(r["sizes"] for r in resnet["rows"])
+    table.append(f"| **total** | | {n_sizes} | **{resnet['total_s']:.1f}** | {resnet['total_cpu_s']:.1f} | "
+                 f"{max(r['max_rho'] for r in resnet['rows']):.3f} | "
+                 f"{sum(r['converged'] for r in resnet['rows'])}/{n_sizes} | |")
+    ok, text = resnet["line"]
+    o = resnet["options"]
+    n_run = len(resnet["rows"])
+    subset = f"; this run: only the first {n_run}" if n_run < resnet["n_eligible"] else ""
+    note = f"\n{args.note}\n" if args.note else ""
+    return f"""{RESNET_SECTION}
+
+Run {header['date']}: `{header['command']}`
+
+Every conv of a torchvision ResNet-18 (`torch.manual_seed(0)`, `resnet18(weights=None)`: untrained,
+Kaiming-initialised) with in and out channels both in 64..512 ({resnet['n_eligible']} convs: all but the
+first 7x7 one, the 1x1 downsample convs included{subset}), each decomposed for every power-of-2 group size by
+`btd_series(w, default_group_sizes(t), tol={o['tol']:g}, max_iter={o['max_iter']},
+num_threads={o['num_threads']}, init={o['init']!r})` (each size cold and warm-started, the better kept).
+Wall seconds
+(`time.perf_counter()`); rule met: sizes whose stopping rule was met within max_iter steps.
+
+- **{verdict(ok)}** {text}
+
+{chr(10).join(table)}
+
+{machine_line(env)}
+The CPUs are shared with other engineers' jobs: load average {header['load_start']} at the start,
+{header['load_end']} at the end.
+{note}"""
+
+
+def write_section(text: str, path: Path, heading: str) -> None:
+    """Replace section ``heading`` of RESULTS.md (in place; else in place of the old ``## BTD
+    (bench_btd.py)`` section; else after the last BTD section; else at the end), drop the old section,
+    keep the rest of the file."""
     content = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = content.find(SECTION)
-    if start < 0:
-        content = content.rstrip("\n") + "\n\n" + text
+    parts = re.split(r"(?m)^(?=## )", content)
+    preamble, sections = parts[0], parts[1:]
+    title = lambda section: section.split("\n", 1)[0].strip()  # noqa: E731
+    titles = [title(x) for x in sections]
+    new = text.rstrip("\n") + "\n\n"
+    if heading in titles:
+        sections[titles.index(heading)] = new
+    elif OLD_SECTION in titles:
+        sections[titles.index(OLD_SECTION)] = new
     else:
-        end = content.find("\n## ", start + len(SECTION))
-        content = content[:start] + text.rstrip("\n") + "\n" + ("" if end < 0 else content[end:])
-    path.write_text(content.rstrip("\n") + "\n")
+        btd_sections = [i for i, t in enumerate(titles) if t.startswith("## BTD")]
+        sections.insert(btd_sections[-1] + 1 if btd_sections else len(sections), new)
+    sections = [x for x in sections if title(x) != OLD_SECTION]
+    sections = [x if x.endswith("\n\n") else x.rstrip("\n") + "\n\n" for x in sections]
+    if sections and preamble and not preamble.endswith("\n\n"):
+        preamble = preamble.rstrip("\n") + "\n\n"
+    atomic_write_text(path, (preamble + "".join(sections)).rstrip("\n") + "\n")
 
 
 def load_average() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def comma_list(kind: Callable[[str], Any]) -> Callable[[str], list]:
+    return lambda text: [kind(x.strip()) for x in text.split(",") if x.strip()]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -228,67 +482,82 @@ def main(argv: list[str] | None = None) -> dict:
                         help="'random' (He-initialised PaperNet) or the path of a trained PaperNet "
                              "state_dict")
     parser.add_argument("--tol", type=float, default=1e-6, help="stopping rule: minimum decrease per step")
+    parser.add_argument("--max-iter", type=int, default=500_000,
+                        help="maximum steps of btd (and sweeps of the authors' method)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random PaperNet")
-    parser.add_argument("--max-iter", type=int, default=500_000)
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for the process")
-    parser.add_argument("--repeats", type=int, default=5, help="timings of the s = t comparison")
-    parser.add_argument("--baseline", metavar="REV", default=None,
-                        help="also time grosslib/btd.py of this git revision (e.g. HEAD)")
-    parser.add_argument("--baseline-threads", default="caller",
-                        help="comma-separated thread settings for the baseline runs: 'caller' (the process's "
-                             "setting) and/or a number of intra-op threads, e.g. 'caller,1'")
-    parser.add_argument("--compare-threads", action="store_true",
-                        help="also run btd with num_threads=None (the process's thread setting)")
-    parser.add_argument("--note", default="", help="a line added to the RESULTS.md section")
-    parser.add_argument("--write-results", action="store_true", help=f"update {SECTION!r} in RESULTS.md")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for the PaperNet pairs")
+    parser.add_argument("--layers", type=comma_list(str), default=list(LAYERS),
+                        help="comma-separated subset of conv2,conv3,conv4")
+    parser.add_argument("--sizes", type=comma_list(int), default=None,
+                        help="comma-separated group sizes to keep (default: all of default_group_sizes(t))")
+    parser.add_argument("--cache", default=None, metavar="FILE.json",
+                        help="JSON cache of finished pairs: written after each pair, read to skip them")
+    parser.add_argument("--tucker", action="store_true",
+                        help="also compare s = t against TensorLy's partial_tucker")
+    parser.add_argument("--repeats", type=int, default=5, help="timings of the --tucker comparison")
+    parser.add_argument("--resnet18", action="store_true",
+                        help="time btd_series on ResNet-18's convs instead of the PaperNet comparison")
+    parser.add_argument("--resnet-tol", type=float, default=1e-4)
+    parser.add_argument("--resnet-max-iter", type=int, default=50)
+    parser.add_argument("--resnet-threads", type=int, default=2, help="num_threads of btd_series (ResNet-18)")
+    parser.add_argument("--resnet-init", default="svd",
+                        help="btd's init for ResNet-18 (default 'svd': the greedy start's per-block SVDs "
+                             "are slow beyond a few hundred channels)")
+    parser.add_argument("--resnet-convs", type=int, default=None, help=argparse.SUPPRESS)  # debug: first N
+    parser.add_argument("--note", default="", help="a paragraph added to the RESULTS.md section")
+    parser.add_argument("--write-results", action="store_true",
+                        help="update this run's section of RESULTS.md")
+    parser.add_argument("--results", type=Path, default=BENCHMARKS_DIR / "RESULTS.md",
+                        help="the markdown file --write-results updates")
     args = parser.parse_args(argv)
+    unknown = [layer for layer in args.layers if layer not in LAYERS]
+    if unknown or not args.layers:
+        parser.error(f"--layers must be a subset of {','.join(LAYERS)}, got {','.join(args.layers)}")
+    header = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_start": load_average(),
+              "command": ("python benchmarks/bench_btd.py "
+                          + " ".join(argv if argv is not None else sys.argv[1:])).strip()}
+
+    if args.resnet18:
+        resnet = run_resnet18(args)
+        header["load_end"] = load_average()
+        if args.write_results:
+            text = resnet_markdown(args, resnet, environment_info(), header)
+            write_section(text, args.results, RESNET_SECTION)
+            print(f"wrote {RESNET_SECTION!r} of {args.results}")
+        return {"resnet18": resnet}
+
     torch.set_num_threads(args.threads)
     weights, source = load_weights(args.weights, args.seed)
-    load_start = load_average()
-    variants: dict[str, tuple[Any, dict]] = {"btd": (btd_module.btd, {})}
-    notes = ["`btd` = this grosslib/btd.py (defaults: momentum on, one intra-op thread while iterating)"]
-    if args.compare_threads:
-        variants["btd, caller threads"] = (btd_module.btd, {"num_threads": None})
-        notes.append(f"`btd, caller threads` = the same with `num_threads=None` ({args.threads} threads)")
-    if args.baseline:
-        baseline = load_baseline(args.baseline).btd
-        for setting in (x.strip() for x in args.baseline_threads.split(",") if x.strip()):
-            if setting == "caller":
-                name = f"btd@{args.baseline}"
-                variants[name] = (baseline, {})
-                notes.append(f"`{name}` = grosslib/btd.py of git revision {args.baseline} "
-                             f"({args.threads} threads)")
-            else:
-                name = f"btd@{args.baseline}, {int(setting)} thread"
-                variants[name] = (with_threads(baseline, int(setting)), {})
-                notes.append(f"`{name}` = the same run inside `torch.set_num_threads({int(setting)})`")
-    results: dict[str, Any] = {"variants": {name: {} for name in variants}, "source": source,
-                               "variant_notes": "; ".join(notes),
-                               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    for layer in LAYERS:
-        for name, (fn, options) in variants.items():
-            rows = results["variants"][name][layer] = run_series(fn, weights[layer], args.tol, args.max_iter,
-                                                                 **options)
-            for row in rows:
-                print(f"{name:>22} {layer} s={row['s']:3d} steps={row['steps']:6d} {row['seconds']:8.2f} s "
-                      f"error={row['error']:.6f}", flush=True)
-            print(f"{name:>22} {layer} total {sum(r['seconds'] for r in rows):.1f} s", flush=True)
-    for name in variants:
-        total = sum(r["seconds"] for layer in LAYERS for r in results["variants"][name][layer])
-        print(f"TOTAL {name}: {total:.1f} s", flush=True)
-    results["tucker"] = {}
-    for layer in LAYERS:
-        c = tucker_comparison(weights[layer], args.tol, args.max_iter, args.repeats)
-        results["tucker"][layer] = c
-        print(f"s=t {layer}: btd {c['ours_s'] * 1e3:.1f} ms, partial_tucker {c['tensorly_s'] * 1e3:.1f} ms, "
-              f"ratio {c['ratio']:.2f}; errors {c['ours_error']:.9f} / {c['tensorly_error']:.9f}", flush=True)
-    results["load"] = {"start": load_start, "end": load_average()}
+    cache = PairCache(args.cache)
+    print(f"weights: {source}; tol {args.tol:g}, max_iter {args.max_iter}, {args.threads} thread(s)",
+          flush=True)
+    pairs, complete = run_pairs(args, weights, source, cache)
+    if not complete:
+        raise SystemExit(130)
+    if not pairs:
+        parser.error("no pair selected (check --layers and --sizes)")
+    summary = summarise(pairs)
+    for m in METHODS:
+        t = summary["totals"][m]
+        print(f"TOTAL {m:>9}: {t['cpu_s']:9.1f} CPU s, {t['steps']} steps, mean error {t['mean_error']:.6f}, "
+              f"max rho {t['max_rho']:.3f}, rule met {t['converged']}/{len(pairs)}", flush=True)
+    for ok, text in summary["lines"]:
+        print(f"{verdict(ok)}  {text}", flush=True)
+    tucker = None
+    if args.tucker:
+        tucker = {}
+        for layer in args.layers:
+            c = tucker[layer] = tucker_comparison(weights[layer], args.tol, args.max_iter, args.repeats)
+            print(f"s=t {layer}: btd {c['ours_s'] * 1e3:.1f} ms, partial_tucker "
+                  f"{c['tensorly_s'] * 1e3:.1f} ms, ratio {c['ratio']:.2f}; errors {c['ours_error']:.9f} / "
+                  f"{c['tensorly_error']:.9f}", flush=True)
+    header["load_end"] = load_average()
     if args.write_results:
-        command = "python benchmarks/bench_btd.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        text = markdown(results, environment_info(), args, command.strip())
-        write_section(text, BENCHMARKS_DIR / "RESULTS.md")
-        print(f"wrote {BENCHMARKS_DIR / 'RESULTS.md'}")
-    return results
+        heading = section_name(args.weights)
+        text = pairs_markdown(args, source, pairs, summary, tucker, environment_info(), header)
+        write_section(text, args.results, heading)
+        print(f"wrote {heading!r} of {args.results}")
+    return {"pairs": pairs, "summary": summary, "tucker": tucker, "source": source}
 
 
 if __name__ == "__main__":

@@ -72,9 +72,10 @@ def decompose_layers(convs: Mapping[str, nn.Conv2d], group_sizes: Mapping[str, S
 
 
 def btd_error_table(results: Mapping[str, Mapping[int, BTDResult]]) -> pd.DataFrame:
-    """Long table: layer, group size, blocks R, relative error, steps, converged."""
+    """Long table: layer, group size, blocks R, relative error, block-norm ratio rho, steps, and whether the
+    stopping rule was met."""
     rows = [{"layer": name, "group size": s, "blocks R": r.n_blocks, "error": r.error,
-             "steps": r.n_iter, "converged": r.converged}
+             "rho": r.block_norm_ratio, "steps": r.n_iter, "rule met": r.converged}
             for name, series in results.items() for s, r in sorted(series.items())]
     return pd.DataFrame(rows)
 

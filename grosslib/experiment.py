@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .btd import ALGORITHM as BTD_ALGORITHM
 from .data import DatasetSplits, load_dataset
 from .io import atomic_write_text, read_json, resolve_device, torch_save
 from .models import (
@@ -188,6 +189,11 @@ class Experiment:
             if stored_options is not None and stored_options != json.loads(json.dumps(options)):
                 raise ValueError(f"{path} was decomposed with BTD options {stored_options}, but preset "
                                  f"{self.settings.name!r} asks for {options}; {redo}")
+            stored_algorithm = stored.get("btd_algorithm") if isinstance(stored, dict) else None
+            if stored_options is not None and stored_algorithm != BTD_ALGORITHM:
+                made_by = stored_algorithm or "plain ALS, before the ridge phases"
+                raise ValueError(f"{path} was decomposed by another BTD algorithm ({made_by}) than this "
+                                 f"grosslib's ({BTD_ALGORITHM}); {redo}")
             stored_network = stored.get("network") if isinstance(stored, dict) else None
             if stored_network is not None and stored_network != fingerprint:
                 raise ValueError(f"{path} was decomposed from another network than {self.seed_dir}/full's "
@@ -201,7 +207,7 @@ class Experiment:
                                  f"{exc}); delete it to decompose again") from exc
             return skeleton
         net = decompose(original.cpu(), **options)
-        info = {"btd_options": options, "network": fingerprint}
+        info = {"btd_options": options, "btd_algorithm": BTD_ALGORITHM, "network": fingerprint}
         atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
         torch_save(path, net.state_dict())
         return net

@@ -203,7 +203,7 @@ def btd_authors_ref(weight: torch.Tensor, group_size: int, tol: float = 1e-6,
     parts: list = [None] * n_blocks
     norm = float(weight.norm())
     previous, converged, sweeps = 1.0, False, 0
-    for sweeps in range(1, max_sweeps + 1):
+    for sweeps in range(1, max_sweeps + 1):  # noqa: B007 (the count is returned)
         for r in range(n_blocks):
             residual = weight - sum(blocks[j] for j in range(n_blocks) if j != r)
             core, out_basis, in_basis = tucker2_hooi_ref(residual, group_size)

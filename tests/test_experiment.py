@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import grosslib.experiment as experiment
+from grosslib.btd import ALGORITHM as BTD_ALGORITHM
 from grosslib.experiment import Experiment, network_fingerprint
 from grosslib.models import build_papernet
 from grosslib.presets import get_preset
@@ -66,7 +67,8 @@ def test_network_fingerprint_tells_networks_apart() -> None:
 def test_the_decomposition_records_its_options_and_network(decomposed_run: tuple[Path, Any, str]) -> None:
     run_dir, _, fingerprint = decomposed_run
     info = json.loads((run_dir / "seed0" / "decomposed.json").read_text())
-    assert info == {"btd_options": dict(get_preset("tiny").btd_options), "network": fingerprint}
+    assert info == {"btd_options": dict(get_preset("tiny").btd_options), "btd_algorithm": BTD_ALGORITHM,
+                    "network": fingerprint}
     assert (run_dir / "seed0" / "decomposed.pt").is_file()
 
 

@@ -24,6 +24,7 @@ from gross_helpers import random_gross, write_fashion_idx
 
 import grosslib.experiment as experiment
 from grosslib import presets, study
+from grosslib.btd import ALGORITHM as BTD_ALGORITHM
 from grosslib.data import load_dataset
 from grosslib.macs import config_macs
 from grosslib.models import build_papernet, search_space
@@ -230,6 +231,7 @@ def test_cached_decomposition_is_tied_to_its_btd_options_and_network(tmp_path: P
     info_file = tmp_path / "seed0" / "decomposed.json"
     info = json.loads(info_file.read_text())
     assert info == {"btd_options": dict(presets.get_preset("tiny").btd_options),
+                    "btd_algorithm": BTD_ALGORITHM,
                     "network": experiment.network_fingerprint(exp.full_network()[0])}
     again = make().decomposed()
     pairs = zip(first.parameters(), again.parameters(), strict=True)
@@ -240,6 +242,10 @@ def test_cached_decomposition_is_tied_to_its_btd_options_and_network(tmp_path: P
         make().decomposed()
     info_file.write_text(json.dumps(info))
     make().decomposed()                                    # the matching record is accepted again
+    info_file.write_text(json.dumps({k: v for k, v in info.items() if k != "btd_algorithm"}))
+    with pytest.raises(ValueError, match=r"decomposed by another BTD algorithm \(plain ALS.* delete it"):
+        make().decomposed()                                # a cache from before the ridge phases
+    info_file.write_text(json.dumps(info))
     _replace_preset(monkeypatch, "tiny", ridge=(1e-3, 0.0))
     with pytest.raises(ValueError, match=r"decomposed with BTD options .* delete it"):
         make().decomposed()
