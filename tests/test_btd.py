@@ -15,6 +15,7 @@ from reference import (
     randn,
     random_btd_weight,
     relative_error_ref,
+    tucker2_hooi_ref,
     tucker2_output_truncation_error,
 )
 from tensorly.decomposition import partial_tucker
@@ -469,3 +470,31 @@ def test_default_recovers_an_exact_btd_up_to_the_penalty(u, t, s, seed):
 def test_bad_ridge_raises(ridge):
     with pytest.raises(ValueError, match="ridge"):
         btd(randn(8, 8, 3, 3, seed=0), 2, ridge=ridge)
+
+
+@pytest.mark.parametrize("init", [("svd", "bogus"), (), [1, 2], "nope"])
+def test_bad_init_raises(init):
+    with pytest.raises(ValueError, match="init must be"):
+        btd(randn(8, 8, 3, 3, seed=0), 2, init=init)
+
+
+@pytest.mark.parametrize("u,t,s,seed", [(8, 8, 2, 0), (12, 8, 4, 1), (6, 12, 3, 2)])
+def test_greedy_start_fits_each_block_to_the_residual_of_the_previous(u, t, s, seed):
+    weight = randn(u, t, 3, 3, seed=seed)
+    start = btd(weight, s, init="greedy", max_iter=0)
+    residual = weight.clone()
+    for r in range(t // s):
+        core, out_basis, in_basis = tucker2_hooi_ref(residual, s, n_iter_max=2, tol=0.0)
+        expected = btd_reconstruct_ref(core[None], out_basis[None], in_basis[None])
+        one = slice(r, r + 1)
+        block = btd_reconstruct_ref(start.cores[one], start.out_factors[one], start.in_factors[one])
+        assert torch.allclose(block, expected, atol=1e-9)
+        residual = residual - expected
+
+
+def test_default_keeps_the_start_with_the_lower_objective():
+    weight = randn(8, 8, 3, 3, seed=9)
+    both = btd(weight, 2)
+    alone = {start: btd(weight, 2, init=start) for start in ("svd", "greedy")}
+    best = min(alone.values(), key=lambda r: r.objectives[-1])
+    assert both.start == best.start and torch.equal(both.cores, best.cores)
