@@ -6,10 +6,11 @@ conv4 (64 -> 64), the group sizes being ``default_group_sizes(t)`` (1, 2, 4, ...
 between pairs (so that they share the machine's load):
 
 - ``default``: ``btd(w, s, tol=tol, max_iter=max_iter)`` (ALS with the ridge phases
-  ``grosslib.btd.RIDGE_SCHEDULE``; HOOI for s = t);
+  ``grosslib.btd.RIDGE_SCHEDULE`` from the starts ``grosslib.btd.STARTS``; HOOI for s = t);
 - ``authors``: ``btd_authors_ref(w, s, tol=tol, max_sweeps=max_iter)`` of ``tests/reference.py``, the
   authors' algorithm (block-wise Tucker-2 of the residual, sweep after sweep): the baseline, slow;
-- ``plain ALS``: ``btd(w, s, ridge=(0.0,), ...)``, the previous ALS (no ridge phases).
+- ``plain ALS``: ``btd(w, s, ridge=(0.0,), ...)``, the previous ALS (no ridge phases), here from the
+  same two starts (the previous default used the svd start only).
 
 Per pair and method: final relative error, rho (``block_norm_ratio``), steps (sweeps for the
 authors'), whether the stopping rule was met (the error decreased by less than ``--tol`` in one step
@@ -381,9 +382,11 @@ Run {header['date']}: `{header['command']}`
 Weights: {source}, float64. Pairs: every (layer, group size) of {', '.join(args.layers)} with the sizes of
 `default_group_sizes(t)`{subset}. Stopping rule: the relative error decreases by less than {args.tol:g}
 in one step (max_iter / max_sweeps {args.max_iter}). Methods, run one after another on each pair, the order
-alternating between pairs: `default` = `btd(w, s)` (ridge phases {btd_module.RIDGE_SCHEDULE}; HOOI for
-s = t); `authors` = `btd_authors_ref(w, s)` of tests/reference.py (block-wise Tucker-2 of the residual,
-the authors' algorithm; steps = sweeps); `plain ALS` = `btd(w, s, ridge=(0.0,))`. CPU seconds:
+alternating between pairs: `default` = `btd(w, s)` (ridge phases {btd_module.RIDGE_SCHEDULE} from the
+starts {btd_module.STARTS}, the lower final objective kept; HOOI for s = t); `authors` =
+`btd_authors_ref(w, s)` of tests/reference.py (block-wise Tucker-2 of the residual, the authors'
+algorithm; steps = sweeps); `plain ALS` = `btd(w, s, ridge=(0.0,))` (plain ALS from the same starts; the
+previous default used the svd start only). CPU seconds:
 `time.process_time()` with `torch.set_num_threads({args.threads})`.{cache_note}
 
 Totals ({len(pairs)} pairs):
