@@ -107,13 +107,13 @@ class BTDResult:
         ``B_r``: the input-mode factors.
     errors : list of float
         ``||W - W_hat||_F / ||W||_F`` after each step (``errors[-1]`` is the final error).
-        During the ridge phases of the ALS this is the plain error of each penalised step (it can rise
-        a little when a phase starts); in the final, unpenalised phase it never increases.
+        In the ALS this is the plain error of each penalised step: it can rise a little (the objective
+        below is what never increases within a phase); with ``ridge=(0.0,)`` it never increases.
     initial_error : float
         The error of the initialisation, before the first step.
     converged : bool
-        Whether the stopping rule was met: the (final phase's) error decreased by less than ``tol`` in
-        one step before ``max_iter`` steps.
+        Whether the stopping rule was met: the error (ALS: the final ridge phase's objective) decreased by
+        less than ``tol`` in one step before ``max_iter`` steps in all.
     weight_norm : float
         ``||W||_F`` of the decomposed weight (for :attr:`block_norm_ratio`).
     objectives : list of float
@@ -311,10 +311,7 @@ def _greedy_start(weight: torch.Tensor, group_size: int) -> BTDResult:
             out_basis = _leading_left_singular_vectors(tl.unfold(residual, OUT_MODE), group_size)
             in_basis = _leading_left_singular_vectors(tl.unfold(residual, IN_MODE), group_size)
             for _ in range(_GREEDY_HOOI_STEPS):
-                projected = multi_mode_dot(residual, [in_basis], modes=[IN_MODE], transpose=True)
-                out_basis = _leading_left_singular_vectors(tl.unfold(projected, OUT_MODE), group_size)
-                projected = multi_mode_dot(residual, [out_basis], modes=[OUT_MODE], transpose=True)
-                in_basis = _leading_left_singular_vectors(tl.unfold(projected, IN_MODE), group_size)
+                out_basis, in_basis, _ = _hooi_bases(residual, in_basis, group_size)
             core = multi_mode_dot(residual, [out_basis, in_basis], modes=[OUT_MODE, IN_MODE], transpose=True)
             residual = residual - multi_mode_dot(core, [out_basis, in_basis], modes=[OUT_MODE, IN_MODE])
             cores.append(core)
@@ -634,15 +631,21 @@ class _Blocks:
                          errors, initial_error, converged)
 
 
+def _hooi_bases(tensor: torch.Tensor, in_basis: torch.Tensor,
+                rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One HOOI update of a rank-(rank, rank) Tucker-2 on the output and input modes (pytorch backend):
+    the new output basis, the new input basis, and the tensor projected on the new output basis."""
+    projected = multi_mode_dot(tensor, [in_basis], modes=[IN_MODE], transpose=True)
+    out_basis = _leading_left_singular_vectors(tl.unfold(projected, OUT_MODE), rank)
+    projected = multi_mode_dot(tensor, [out_basis], modes=[OUT_MODE], transpose=True)
+    in_basis = _leading_left_singular_vectors(tl.unfold(projected, IN_MODE), rank)
+    return out_basis, in_basis, projected
+
+
 def _hooi_step(target: torch.Tensor, blocks: _Blocks) -> torch.Tensor:
     """One higher-order orthogonal iteration step for a single block (s = t): a partial Tucker."""
-    s = blocks.s
     with pytorch_backend():
-        in_basis = _orthonormal_basis(blocks.in_all)
-        projected = multi_mode_dot(target, [in_basis], modes=[IN_MODE], transpose=True)
-        out_basis = _leading_left_singular_vectors(tl.unfold(projected, OUT_MODE), s)
-        projected = multi_mode_dot(target, [out_basis], modes=[OUT_MODE], transpose=True)
-        in_basis = _leading_left_singular_vectors(tl.unfold(projected, IN_MODE), s)
+        out_basis, in_basis, projected = _hooi_bases(target, _orthonormal_basis(blocks.in_all), blocks.s)
         core = multi_mode_dot(projected, [in_basis], modes=[IN_MODE], transpose=True)
         blocks.out_all, blocks.in_all, blocks.cores = out_basis, in_basis, core[None]
         return multi_mode_dot(core, [out_basis, in_basis], modes=[OUT_MODE, IN_MODE])
