@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tensorly as tl
 import torch
@@ -202,16 +202,18 @@ class BTDResult:
             cores[:, j * s:(j + 1) * s, j * s:(j + 1) * s] = blocks[:, j]
         merge = lambda f: f.reshape(new_blocks, m, f.shape[1], s).permute(0, 2, 1, 3).reshape(  # noqa: E731
             new_blocks, f.shape[1], to_group_size)
-        return BTDResult(cores, merge(self.out_factors), merge(self.in_factors),
-                         list(self.errors), self.initial_error, self.converged, self.weight_norm,
-                         list(self.objectives), list(self.phase_steps))
+        return self._with(cores, merge(self.out_factors), merge(self.in_factors))
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> BTDResult:
         """A copy with tensors moved/cast."""
         conv = lambda x: x.to(dtype=dtype, device=device)  # noqa: E731
-        return BTDResult(conv(self.cores), conv(self.out_factors), conv(self.in_factors),
-                         list(self.errors), self.initial_error, self.converged, self.weight_norm,
-                         list(self.objectives), list(self.phase_steps))
+        return self._with(conv(self.cores), conv(self.out_factors), conv(self.in_factors))
+
+    def _with(self, cores: torch.Tensor, out_factors: torch.Tensor, in_factors: torch.Tensor) -> BTDResult:
+        """A copy with other tensors and every other field kept (lists copied)."""
+        return replace(self, cores=cores, out_factors=out_factors, in_factors=in_factors,
+                       errors=list(self.errors), objectives=list(self.objectives),
+                       phase_steps=list(self.phase_steps))
 
 
 def reconstruct(cores: torch.Tensor, out_factors: torch.Tensor, in_factors: torch.Tensor) -> torch.Tensor:
