@@ -21,24 +21,26 @@ before ``--max-iter`` steps) and CPU seconds (``time.process_time()``, ``--threa
 - overall: the default's total CPU seconds at least 20x below the authors' total.
 
 ``--cache FILE.json`` makes the (30-40 min) run resumable: after each pair its rows (all methods) are
-written to the JSON file atomically, keyed by (weights source, layer, s, method, tol, max_iter), and
+written to the JSON file atomically, keyed by (weights source, layer, s, method, tol, max_iter,
+algorithm: ``grosslib.btd.ALGORITHM`` for default and plain ALS, so rows of an earlier one are redone), and
 the pairs already there are not recomputed; an interrupted run (Ctrl-C) leaves it valid.
 ``--tucker`` adds the old comparison of one block (s = t: btd's HOOI) against TensorLy's
 ``partial_tucker`` (median of ``--repeats`` interleaved timings).
 
-``--resnet18`` (instead of the PaperNet comparison) times ``btd_series(w, default_group_sizes(t),
-tol=--resnet-tol, max_iter=--resnet-max-iter, num_threads=--resnet-threads)`` on every conv of a
-torchvision ResNet-18 (``torch.manual_seed(0)`` then ``resnet18(weights=None)``) with in and out
-channels both in 64..512 (all but the first 7x7 conv; the three 1x1 downsample convs included): wall
-seconds per conv and in total (target <= 120 s), max rho and how many sizes met the stopping rule.
+``--resnet18`` (instead of the PaperNet comparison) times ``btd_series_many`` (every conv's
+``btd_series(w, default_group_sizes(t), **grosslib.btd.LARGE_LAYER_OPTIONS)``, all in one pool of
+``--resnet-workers`` threads) on every conv of a torchvision ResNet-18 (``torch.manual_seed(0)`` then
+``resnet18(weights=None)``) with in and out channels both in 64..512 (all but the first 7x7 conv; the
+three 1x1 downsample convs included): wall seconds in total (target <= 120 s); per conv the steps, max
+rho, mean error and how many sizes met the stopping rule.
 
 Usage::
 
     python benchmarks/bench_btd.py [--weights random|PATH] [--tol 1e-6] [--max-iter 500000] [--seed 0]
         [--threads 1] [--layers conv2,conv3,conv4] [--sizes 1,2,4] [--cache FILE.json]
         [--tucker] [--repeats 5] [--write-results] [--results PATH] [--note TEXT]
-    python benchmarks/bench_btd.py --resnet18 [--resnet-tol 1e-4] [--resnet-max-iter 50]
-        [--resnet-threads 2] [--write-results]
+    python benchmarks/bench_btd.py --resnet18 [--resnet-workers 2] [--resnet-tol 1e-3]
+        [--resnet-max-iter 500] [--resnet-threads 2] [--write-results]
 
 ``--write-results`` replaces the section ``## BTD (bench_btd.py, random weights)`` or
 ``## BTD (bench_btd.py, trained weights)`` (after ``--weights``), or with ``--resnet18``
@@ -131,11 +133,21 @@ def run_method(method: str, weight: torch.Tensor, s: int, tol: float, max_iter: 
             "cpu_s": cpu, "wall_s": wall}
 
 
+AUTHORS_ALGORITHM = "tests/reference.py btd_authors_ref"
+#: the algorithm of rows cached before the key named it
+LEGACY_ALGORITHM = "ridge-phase ALS (1e-1, 1e-2, 1e-3, 1e-4) from the svd and greedy starts, 2026-12"
+
+
+def method_algorithm(method: str) -> str:
+    """What a method's cached rows were computed with: grosslib's ALGORITHM for default and plain ALS."""
+    return AUTHORS_ALGORITHM if method == "authors" else btd_module.ALGORITHM
+
+
 def cache_key(source: str, layer: str, s: int, method: str, tol: float, max_iter: int) -> tuple:
-    return (source, layer, int(s), method, float(tol), int(max_iter))
+    return (source, layer, int(s), method, float(tol), int(max_iter), method_algorithm(method))
 
 
-KEY_FIELDS = ("source", "layer", "s", "method", "tol", "max_iter")
+KEY_FIELDS = ("source", "layer", "s", "method", "tol", "max_iter", "algorithm")
 
 
 class PairCache:
@@ -148,8 +160,16 @@ class PairCache:
             data = read_json(self.path)
             if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
                 raise SystemExit(f"{self.path} is not a bench_btd cache ({CACHE_FORMAT!r}); use another file")
+            stale = 0
             for row in data["rows"]:
+                legacy = AUTHORS_ALGORITHM if row["method"] == "authors" else LEGACY_ALGORITHM
+                row.setdefault("algorithm", legacy)
+                if row["algorithm"] != method_algorithm(row["method"]):
+                    stale += 1              # made by an earlier grosslib algorithm: recomputed, then dropped
+                    continue
                 self.rows[tuple(row[k] for k in KEY_FIELDS)] = row
+            if stale:
+                print(f"{self.path}: {stale} rows of an earlier grosslib algorithm are ignored (recomputed)")
 
     def get(self, key: tuple) -> dict | None:
         return self.rows.get(key)
@@ -292,32 +312,43 @@ def resnet18_convs(limit: int | None = None) -> list[tuple[str, torch.Tensor]]:
 
 
 def run_resnet18(args: argparse.Namespace) -> dict:
-    options = {"tol": args.resnet_tol, "max_iter": args.resnet_max_iter, "num_threads": args.resnet_threads,
-               "init": args.resnet_init}
+    options = {**btd_module.LARGE_LAYER_OPTIONS, "max_iter": args.resnet_max_iter}
+    for name in ("tol", "init"):
+        if getattr(args, f"resnet_{name}") is not None:
+            options[name] = getattr(args, f"resnet_{name}")
+    if args.resnet_dtype is not None:
+        options["dtype"] = getattr(torch, args.resnet_dtype)
     torch.set_num_threads(args.resnet_threads)
-    rows = []
     n_eligible = len(resnet18_convs())
-    for name, weight in resnet18_convs(args.resnet_convs):
-        sizes = default_group_sizes(weight.shape[1])
-        cpu, wall = time.process_time(), time.perf_counter()
-        results = btd_module.btd_series(weight, sizes, **options)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        row = {"conv": name, "shape": tuple(weight.shape), "sizes": len(sizes), "wall_s": wall, "cpu_s": cpu,
+    convs = dict(resnet18_convs(args.resnet_convs))
+    sizes = {name: default_group_sizes(weight.shape[1]) for name, weight in convs.items()}
+    print(f"decomposing {sum(map(len, sizes.values()))} (conv, group size) pairs of {len(convs)} convs with "
+          f"{args.resnet_workers} workers ...", flush=True)
+    cpu, wall = time.process_time(), time.perf_counter()
+    series = btd_module.btd_series_many(convs, sizes, workers=args.resnet_workers, **options)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    rows = []
+    for name, weight in convs.items():
+        results = series[name]
+        row = {"conv": name, "shape": tuple(weight.shape), "sizes": len(results),
                "max_rho": max(r.block_norm_ratio for r in results.values()),
                "converged": sum(r.converged for r in results.values()),
-               "max_steps": max(r.n_iter for r in results.values())}
+               "max_steps": max(r.n_iter for r in results.values()),
+               "steps": sum(r.n_iter for r in results.values()),
+               "mean_error": statistics.fmean(r.error for s, r in results.items() if s < weight.shape[1])}
         rows.append(row)
-        print(f"{name:<22} {'x'.join(map(str, row['shape'])):>13} {len(sizes):2d} sizes {wall:7.2f} s wall "
-              f"{cpu:7.2f} s CPU  max rho {row['max_rho']:.3f}  rule met {row['converged']}/{len(sizes)}",
-              flush=True)
-    total = sum(r["wall_s"] for r in rows)
+        shape = "x".join(map(str, row["shape"]))
+        print(f"{name:<22} {shape:>13} {row['sizes']:2d} sizes {row['steps']:5d} steps "
+              f"max rho {row['max_rho']:.3f}  mean error {row['mean_error']:.4f}  "
+              f"rule met {row['converged']}/{row['sizes']}", flush=True)
     subset = len(rows) < n_eligible
-    line = (None if subset else total <= RESNET_MAX_SECONDS,
-            f"ResNet-18 total {total:.1f} s wall for {len(rows)} convs (target <= {RESNET_MAX_SECONDS:g} s"
+    line = (None if subset else wall <= RESNET_MAX_SECONDS,
+            f"ResNet-18 total {wall:.1f} s wall ({cpu:.1f} s CPU) for {len(rows)} convs (target <= "
+            f"{RESNET_MAX_SECONDS:g} s"
             + (f" for all {n_eligible}: not judged on a subset)" if subset else ")"))
     print(f"{verdict(line[0])}  {line[1]}", flush=True)
-    return {"rows": rows, "total_s": total, "total_cpu_s": sum(r["cpu_s"] for r in rows), "line": line,
-            "options": options, "n_eligible": n_eligible}
+    return {"rows": rows, "total_s": wall, "total_cpu_s": cpu, "line": line, "options": options,
+            "n_eligible": n_eligible}
 
 
 # ----------------------------------------------------------------------------------------------- markdown
@@ -409,21 +440,23 @@ The CPUs are shared with other engineers' jobs: load average {header['load_start
 
 
 def resnet_markdown(args: argparse.Namespace, resnet: dict, env: dict, header: dict) -> str:
-    table = ["| conv | shape (u, t, kh, kw) | sizes | wall s | CPU s | max rho | rule met | max steps |",
+    table = ["| conv | shape (u, t, kh, kw) | sizes | steps | max rho | mean error | rule met | max steps |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in resnet["rows"]:
-        table.append(f"| {r['conv']} | {tuple(r['shape'])} | {r['sizes']} | {r['wall_s']:.2f} | "
-                     f"{r['cpu_s']:.2f} | {r['max_rho']:.3f} | {r['converged']}/{r['sizes']} | "
+        table.append(f"| {r['conv']} | {tuple(r['shape'])} | {r['sizes']} | {r['steps']} | "
+                     f"{r['max_rho']:.3f} | {r['mean_error']:.4f} | {r['converged']}/{r['sizes']} | "
                      f"{r['max_steps']} |")
     n_sizes = sum(r["sizes"] for r in resnet["rows"])
-    table.append(f"| **total** | | {n_sizes} | **{resnet['total_s']:.1f}** | {resnet['total_cpu_s']:.1f} | "
-                 f"{max(r['max_rho'] for r in resnet['rows']):.3f} | "
-                 f"{sum(r['converged'] for r in resnet['rows'])}/{n_sizes} | |")
+    rows = resnet["rows"]
+    table.append(f"| **total: {resnet['total_s']:.1f} s wall, {resnet['total_cpu_s']:.1f} s CPU** | | "
+                 f"{n_sizes} | {sum(r['steps'] for r in rows)} | {max(r['max_rho'] for r in rows):.3f} | | "
+                 f"{sum(r['converged'] for r in rows)}/{n_sizes} | |")
     ok, text = resnet["line"]
     o = resnet["options"]
     n_run = len(resnet["rows"])
     subset = f"; this run: only the first {n_run}" if n_run < resnet["n_eligible"] else ""
     note = f"\n{args.note}\n" if args.note else ""
+    changed = "" if o == {**btd_module.LARGE_LAYER_OPTIONS, "max_iter": o["max_iter"]} else ", changed"
     return f"""{RESNET_SECTION}
 
 Run {header['date']}: `{header['command']}`
@@ -431,10 +464,16 @@ Run {header['date']}: `{header['command']}`
 Every conv of a torchvision ResNet-18 (`torch.manual_seed(0)`, `resnet18(weights=None)`: untrained,
 Kaiming-initialised) with in and out channels both in 64..512 ({resnet['n_eligible']} convs: all but the
 first 7x7 one, the 1x1 downsample convs included{subset}), each decomposed for every power-of-2 group size by
-`btd_series(w, default_group_sizes(t), tol={o['tol']:g}, max_iter={o['max_iter']},
-num_threads={o['num_threads']}, init={o['init']!r})` (each size cold and warm-started, the better kept).
-Wall seconds
-(`time.perf_counter()`); rule met: sizes whose stopping rule was met within max_iter steps.
+`btd_series_many(convs, {{conv: default_group_sizes(t)}}, workers={args.resnet_workers}, tol={o['tol']:g},
+max_iter={o['max_iter']}, dtype={str(o['dtype']).replace('torch.', '')}, init={o['init']!r},
+num_threads={o['num_threads']})`: every conv's `btd_series`, their (conv, group size) decompositions
+in one pool of {args.resnet_workers} threads with one intra-op thread each, the costliest first (so
+the time per conv is not separable: steps say where the work went; torch threads
+{args.resnet_threads} outside the pool) (`grosslib.btd.LARGE_LAYER_OPTIONS`{changed}: the
+documented large-layer tolerance 1e-3 instead of the paper's 1e-6, float32, the svd start only; each
+size decomposed on its own, warm-started only where its error is above the size below). Wall seconds
+(`time.perf_counter()`) for all of it; rule met: sizes whose stopping rule was met within max_iter steps;
+mean error: over the group sizes below t (s = t is one Tucker block, exact for these layers).
 
 - **{verdict(ok)}** {text}
 
@@ -500,12 +539,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5, help="timings of the --tucker comparison")
     parser.add_argument("--resnet18", action="store_true",
                         help="time btd_series on ResNet-18's convs instead of the PaperNet comparison")
-    parser.add_argument("--resnet-tol", type=float, default=1e-4)
-    parser.add_argument("--resnet-max-iter", type=int, default=50)
-    parser.add_argument("--resnet-threads", type=int, default=2, help="num_threads of btd_series (ResNet-18)")
-    parser.add_argument("--resnet-init", default="svd",
-                        help="btd's init for ResNet-18 (default 'svd': the greedy start's per-block SVDs "
-                             "are slow beyond a few hundred channels)")
+    parser.add_argument("--resnet-tol", type=float, default=None,
+                        help="stopping rule (default: grosslib.btd.LARGE_LAYER_OPTIONS, 1e-3)")
+    parser.add_argument("--resnet-max-iter", type=int, default=500)
+    parser.add_argument("--resnet-threads", type=int, default=2,
+                        help="torch threads for the ResNet-18 run (btd_series keeps them: num_threads=None)")
+    parser.add_argument("--resnet-init", default=None,
+                        help="btd's init (default: LARGE_LAYER_OPTIONS, 'svd': the greedy start's per-block "
+                             "decompositions are slow beyond a few hundred channels)")
+    parser.add_argument("--resnet-workers", type=int, default=2,
+                        help="btd_series workers: group sizes decomposed at once, one thread each")
+    parser.add_argument("--resnet-dtype", default=None, choices=("float32", "float64"),
+                        help="working precision (default: LARGE_LAYER_OPTIONS, float32)")
     parser.add_argument("--resnet-convs", type=int, default=None, help=argparse.SUPPRESS)  # debug: first N
     parser.add_argument("--note", default="", help="a paragraph added to the RESULTS.md section")
     parser.add_argument("--write-results", action="store_true",

@@ -68,10 +68,13 @@ def _describe_mismatch(expected: list[str], found: list[str]) -> str:
 
 
 def _comparable(value: Any) -> Any:
-    """JSON round trip (tuples -> lists); ``notes`` ignored in configs."""
+    """JSON round trip (tuples -> lists); ``notes`` ignored in configs, and ``alpha_reading`` when it is
+    ``"literal"`` (runs recorded before the setting existed used that reading)."""
     value = json.loads(json.dumps(value, default=str))
     if isinstance(value, dict):
         value.pop("notes", None)
+        if value.get("alpha_reading") == "literal":
+            value.pop("alpha_reading")
     return value
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from .bottleneck import Bottleneck, orthonormalize_blocks
 from .btd import BTDResult, btd_series
 from .psi import psi
-from .sampling import GroupSizeSampler
+from .sampling import READINGS, GroupSizeSampler
 from .series import GroSSConv2d, default_group_sizes
 
 __all__ = ["as_float64", "bottleneck_equivalence", "btd_error_table", "build_series", "conv_layers",
@@ -256,15 +256,17 @@ def expected_reach(group_sizes: Sequence[int]) -> pd.DataFrame:
 
 
 def sampling_table(group_sizes: Sequence[int], alphas: Sequence[float], *, n_samples: int = 20_000,
-                   seed: int = 0) -> pd.DataFrame:
-    """Eq. (8) for each alpha: exact ``p(s_i)`` and the frequency in ``n_samples`` seeded draws."""
+                   seed: int = 0, readings: Sequence[str] = READINGS) -> pd.DataFrame:
+    """Eq. (8) for each reading and alpha: exact ``p(s_i)`` and the frequency in ``n_samples`` seeded
+    draws (columns reading, alpha, i, group size, probability, empirical)."""
     rows = []
-    for alpha in alphas:
-        sampler = GroupSizeSampler(group_sizes, alpha=alpha, generator=seed)
-        draws = pd.Series(sampler.sample_many(n_samples)).value_counts()
-        for i, (s, p) in enumerate(zip(sampler.group_sizes, sampler.probs.tolist()), start=1):
-            rows.append({"alpha": alpha, "i": i, "group size": s, "probability": p,
-                         "empirical": int(draws.get(s, 0)) / n_samples})
+    for reading in readings:
+        for alpha in alphas:
+            sampler = GroupSizeSampler(group_sizes, alpha=alpha, generator=seed, reading=reading)
+            draws = pd.Series(sampler.sample_many(n_samples)).value_counts()
+            for i, (s, p) in enumerate(zip(sampler.group_sizes, sampler.probs.tolist()), start=1):
+                rows.append({"reading": reading, "alpha": alpha, "i": i, "group size": s, "probability": p,
+                             "empirical": int(draws.get(s, 0)) / n_samples})
     return pd.DataFrame(rows)
 
 
@@ -301,5 +303,7 @@ def sampling_gap(table: pd.DataFrame) -> float:
 
 
 def distributions_sum_to_one(table: pd.DataFrame, tol: float = 1e-12) -> bool:
-    """Whether eq. 8's probabilities of each alpha in :func:`sampling_table` sum to 1 within ``tol``."""
-    return bool((table.groupby("alpha")["probability"].sum() - 1.0).abs().max() < tol)
+    """Whether eq. 8's probabilities of each (reading, alpha) in :func:`sampling_table` sum to 1 within
+    ``tol``."""
+    keys = [k for k in ("reading", "alpha") if k in table.columns]
+    return bool((table.groupby(keys)["probability"].sum() - 1.0).abs().max() < tol)

@@ -107,22 +107,32 @@ def plot_gradient_reach(reach: pd.DataFrame) -> Figure:
 
 
 def plot_sampling_distribution(table: pd.DataFrame) -> Figure:
-    """Bars: p(s_i) of eq. (8) per alpha; dots: frequencies of the seeded draws."""
-    fig, ax = plt.subplots(figsize=(7.0, 3.8))
-    data = table.assign(alpha=table["alpha"].map(lambda a: f"α = {a:g}"))
-    sns.barplot(data=data, x="group size", y="probability", hue="alpha", ax=ax, alpha=0.85)
-    n_alpha = data["alpha"].nunique()
-    width = 0.8 / n_alpha
-    for j, (_, group) in enumerate(data.groupby("alpha", sort=False)):
-        xs = np.arange(len(group)) - 0.4 + width * (j + 0.5)
-        ax.plot(xs, group["empirical"], "o", color="black", ms=3,
-                label="sampled frequency" if j == 0 else None)
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=max(1e-6, float(table["probability"].min()) / 2), top=1.5)
-    ax.set_xlabel("group size $s_i$")
-    ax.set_ylabel("$p(s_i)$ (log scale)")
-    ax.set_title("sampling distribution of the group size, eq. (8)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    """Bars: p(s_i) of eq. (8) per alpha, one panel per reading (literal, normalized); dots: frequencies of
+    the seeded draws."""
+    readings = list(dict.fromkeys(table["reading"])) if "reading" in table.columns else [None]
+    fig, axes = plt.subplots(1, len(readings), figsize=(6.0 * len(readings) + 1.0, 3.8), sharey=True,
+                             squeeze=False)
+    bottom = max(1e-6, float(table["probability"].min()) / 2)
+    for ax, reading in zip(axes[0], readings):
+        part = table if reading is None else table[table["reading"] == reading]
+        data = part.assign(alpha=part["alpha"].map(lambda a: f"α = {a:g}"))
+        sns.barplot(data=data, x="group size", y="probability", hue="alpha", ax=ax, alpha=0.85)
+        width = 0.8 / data["alpha"].nunique()
+        for j, (_, group) in enumerate(data.groupby("alpha", sort=False)):
+            xs = np.arange(len(group)) - 0.4 + width * (j + 0.5)
+            ax.plot(xs, group["empirical"], "o", color="black", ms=3,
+                    label="sampled frequency" if j == 0 else None)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=bottom, top=1.5)
+        ax.set_xlabel("group size $s_i$")
+        ax.set_ylabel("$p(s_i)$ (log scale)")
+        formula = {"literal": r"$\propto e^{-\alpha i}$", "normalized": r"$\propto e^{-\alpha i / N}$"}
+        ax.set_title(f"{reading} reading, {formula.get(reading, '')}" if reading else "eq. (8)")
+        ax.get_legend().remove()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                       frameon=False)
+    fig.suptitle("sampling distribution of the group size, eq. (8)")
     fig.tight_layout()
     return fig
 

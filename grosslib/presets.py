@@ -145,7 +145,7 @@ STUDY_SCHEDULE_NOTE = (
     "GroSS's 3e-4, not the paper's 1e-2, which diverged (see the reconstruct_fixed notes).")
 STUDY_BTD_NOTE = (
     "BTD at the paper's tol 1e-6 with btd's default ridge phases (penalties 1e-1 to 1e-4 on the blocks' "
-    "squared norms, two starts; not in the paper, see grosslib.btd): the plain ALS used before let blocks "
+    "squared norms, four starts; not in the paper, see grosslib.btd): the plain ALS used before let blocks "
     "grow to 5-564 times the weight's norm and cancel each other on the trained Fashion-MNIST networks, "
     "bottlenecks that could not be fine-tuned (gradient norms of ~200-10,000 at the first step). The "
     "earlier guard (max_block_norm=3, which stopped ALS early) is gone: the default needs none.")

@@ -66,7 +66,7 @@ from grosslib.io import resolve_device
 from grosslib.models import Config, config_name, decomposed_layers, get_config, set_config
 from grosslib.reconstruction import RECONSTRUCTION_MODES, reconstruction_loss
 from grosslib.runinfo import write_run_info
-from grosslib.sampling import GroupSizeSampler
+from grosslib.sampling import GroupSizeSampler, check_reading
 
 __all__ = ["CHECKPOINT_FILE", "DONE_FILE", "METRICS_FILE", "CheckpointError", "NonFiniteError", "TrainConfig",
            "TrainResult", "architecture_signature", "evaluate", "finetune", "reconstruct_responses",
@@ -100,6 +100,8 @@ class TrainConfig:
     flip : random horizontal flips (with ``augment``); None = the dataset's default.
     seed : seeds data order, dropout and group-size sampling (not the weights' initialisation).
     alpha : GroSS sampling temperature; None trains the active (fixed) configuration.
+    alpha_reading : how eq. 8's index is read: ``"literal"`` exp(-alpha i) or ``"normalized"``
+        exp(-alpha i / N) (:mod:`grosslib.sampling`; the paper does not say).
     max_batches : cap on batches per epoch (None = the whole split); for tests and smoke runs.
     max_grad_norm : clip the gradient's global norm of the trained parameters (None = no clipping).
         Not in the paper: a guard for decomposed networks, whose BTD factors can be badly scaled.
@@ -118,6 +120,7 @@ class TrainConfig:
     flip: bool | None = None
     seed: int = 0
     alpha: float | None = None
+    alpha_reading: str = "literal"
     max_batches: int | None = None
     max_grad_norm: float | None = None
     notes: str = ""
@@ -138,6 +141,7 @@ class TrainConfig:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
         if self.alpha is not None and not math.isfinite(self.alpha):
             raise ValueError(f"alpha must be finite or None, got {self.alpha}")
+        check_reading(self.alpha_reading)
         if self.nesterov and (self.momentum <= 0):
             raise ValueError("nesterov needs a positive momentum")
 
@@ -407,10 +411,10 @@ def _train_only(net: nn.Module, trainable: Sequence[nn.Parameter]) -> Iterator[N
 class _ConfigSampler:
     """Per step, one group size per GroSS layer at temperature ``alpha``; counts what it drew."""
 
-    def __init__(self, net: nn.Module, alpha: float, seed: int) -> None:
+    def __init__(self, net: nn.Module, alpha: float, seed: int, reading: str = "literal") -> None:
         self.layers = decomposed_layers(net)
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "group-size-sampling"))
-        self.samplers = [GroupSizeSampler(layer.group_sizes, alpha, generator=self.generator)
+        self.samplers = [GroupSizeSampler(layer.group_sizes, alpha, generator=self.generator, reading=reading)
                          for _, layer in self.layers]
         self.counts: dict[str, Counter[int]] = {name: Counter() for name, _ in self.layers}
 
@@ -521,7 +525,7 @@ def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data:
         return _load_finished(net, run, ckpt, device)
 
     flip = data.augment_flip if cfg.flip is None else cfg.flip
-    sampler = _ConfigSampler(net, cfg.alpha, cfg.seed) if cfg.alpha is not None else None
+    sampler = _ConfigSampler(net, cfg.alpha, cfg.seed, cfg.alpha_reading) if cfg.alpha is not None else None
     optimizer = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), gamma=cfg.gamma)

@@ -267,8 +267,10 @@ def conv_macs_ref(module: nn.Module, x: torch.Tensor) -> int:
 
 
 # ------------------------------------------------------------------------------------------- sampling
-def temperature_probs_ref(n: int, alpha: float) -> list[float]:
-    weights = [math.exp(-alpha * i) for i in range(1, n + 1)]
+def temperature_probs_ref(n: int, alpha: float, reading: str = "literal") -> list[float]:
+    """Eq. 8: exp(-alpha i) (literal) or exp(-alpha i / n) (normalized), i = 1..n, normalised to sum 1."""
+    scale = n if reading == "normalized" else 1
+    weights = [math.exp(-alpha * i / scale) for i in range(1, n + 1)]
     total = sum(weights)
     return [w / total for w in weights]
 

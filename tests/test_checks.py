@@ -1,6 +1,7 @@
 """Tests for grosslib.checks: the verdicts notebooks 01-02 print, each on a true and a false case."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -109,6 +110,12 @@ def test_sampling_table_verdicts() -> None:
     assert checks.distributions_sum_to_one(table)
     assert 0.0 < checks.sampling_gap(table) < 0.02              # 20k draws: within ~3 sigma
     assert checks.sampling_gap(checks.sampling_table([1, 2, 4, 8], [0.0], n_samples=10, seed=0)) > 0.02
+    # both readings of eq. 8, each against its formula (i = 1 smallest; normalized: i / N)
+    assert set(table["reading"]) == {"literal", "normalized"}
+    for (reading, alpha), part in table.groupby(["reading", "alpha"]):
+        scale = len(part) if reading == "normalized" else 1
+        weights = np.exp(-alpha * part["i"].to_numpy() / scale)
+        assert part["probability"].to_numpy() == pytest.approx(weights / weights.sum(), rel=1e-12)
 
 
 def test_distributions_sum_to_one_is_per_alpha() -> None:
@@ -118,3 +125,8 @@ def test_distributions_sum_to_one_is_per_alpha() -> None:
     # sums of 1.1 and 0.9 average to 1 over the table but each distribution is wrong
     assert not checks.distributions_sum_to_one(table.assign(probability=[0.6, 0.5, 0.8, 0.1]))
     assert checks.distributions_sum_to_one(table.assign(probability=[0.5, 0.5 + 1e-13, 0.9, 0.1]))
+    # with readings: per (reading, alpha)
+    both = pd.concat([table.assign(reading="literal"), table.assign(reading="normalized")])
+    assert checks.distributions_sum_to_one(both)
+    wrong = both.assign(probability=[0.5, 0.5, 0.9, 0.1, 0.4, 0.6, 0.8, 0.3])   # normalized alpha 4: 1.1
+    assert not checks.distributions_sum_to_one(wrong)

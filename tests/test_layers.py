@@ -20,7 +20,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
                "search"),
     "harness": ("paths", "io", "runinfo", "progress", "data", "checkpoint", "train", "presets", "experiment",
                 "records", "study"),
-    "presentation": ("tables", "report", "plots", "notebook", "checks", "pipeline", "study.__main__"),
+    "presentation": ("tables", "report", "verdicts", "plots", "notebook", "checks", "pipeline",
+                     "study.__main__"),
 }
 RANK = {name: i for i, name in enumerate(LAYERS)}
 LAYER_OF = {("grosslib." + m).rstrip("."): layer for layer, modules in LAYERS.items() for m in modules}

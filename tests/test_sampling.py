@@ -1,4 +1,5 @@
-"""Tests for grosslib.GroupSizeSampler: p(s_i) = exp(-alpha i) / sum_j exp(-alpha j), i = 1 smallest."""
+"""Tests for grosslib.GroupSizeSampler: p(s_i) = exp(-alpha i) / sum_j exp(-alpha j), i = 1 smallest
+(the literal reading of eq. 8), or exp(-alpha i / N) (the normalized reading)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,35 @@ def test_probs_formula(sizes, alpha):
     assert sampler.probs.shape == (len(sizes),)
     assert sampler.probs.tolist() == pytest.approx(expected, rel=1e-12, abs=1e-300)
     assert float(sampler.probs.sum()) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 4.0, 8.0])
+def test_normalized_reading_formula(sizes, alpha):
+    sampler = GroupSizeSampler(sizes, alpha=alpha, reading="normalized")
+    n = len(sizes)
+    expected = [math.exp(-alpha * i / n) for i in range(1, n + 1)]
+    expected = [p / sum(expected) for p in expected]
+    assert sampler.reading == "normalized"
+    assert sampler.probs.tolist() == pytest.approx(expected, rel=1e-12)
+    assert sampler.probs.tolist() == pytest.approx(temperature_probs_ref(n, alpha, "normalized"), rel=1e-12)
+
+
+def test_readings_agree_at_alpha_zero_and_differ_otherwise():
+    sizes = (1, 2, 4, 8, 16, 32, 64)
+    literal = GroupSizeSampler(sizes, alpha=0.0).probs
+    assert torch.equal(literal, GroupSizeSampler(sizes, alpha=0.0, reading="normalized").probs)
+    # literal: alpha 4 and 8 both put > 98% on the smallest size; normalized keeps them apart
+    lit4, lit8 = (GroupSizeSampler(sizes, alpha=a).probs for a in (4.0, 8.0))
+    nor4, nor8 = (GroupSizeSampler(sizes, alpha=a, reading="normalized").probs for a in (4.0, 8.0))
+    assert float(lit4[0]) > 0.98 and float(lit8[0]) > 0.999
+    assert float(nor4[0]) < 0.5 and float(nor8[0]) > float(nor4[0]) + 0.2
+    assert float(nor4[-1]) > 1e-3
+
+
+def test_bad_reading_is_one_clear_line():
+    with pytest.raises(ValueError, match="reading of eq. 8 must be one of"):
+        GroupSizeSampler((1, 2), alpha=4.0, reading="scaled")
 
 
 def test_default_alpha_is_4():

@@ -306,8 +306,9 @@ def chi_square_p_value(counts: list[int], probs: list[float]) -> float:
     return float(scipy.stats.chi2.sf(stat, len(expected) - 1))
 
 
-@pytest.mark.parametrize(("alpha", "repeats"), [(0.0, 3), (4.0, 1)])
-def test_finetune_sampling_follows_alpha(alpha, repeats, gross_net, data, tmp_path):
+@pytest.mark.parametrize(("alpha", "repeats", "reading"), [(0.0, 3, "literal"), (4.0, 1, "literal"),
+                                                        (4.0, 2, "normalized")])
+def test_finetune_sampling_follows_alpha(alpha, repeats, reading, gross_net, data, tmp_path):
     net = copy.deepcopy(gross_net)
     seen: dict[str, Counter] = {name: Counter() for name, _ in decomposed_layers(net)}
     for name, layer in decomposed_layers(net):  # what the layers actually ran at in training steps
@@ -315,17 +316,25 @@ def test_finetune_sampling_follows_alpha(alpha, repeats, gross_net, data, tmp_pa
                                         if m.training else None)
     train_split = Split(data.train.images.repeat(repeats, 1, 1, 1), data.train.labels.repeat(repeats))
     # one epoch of one-image steps: 64 x repeats
-    cfg = tiny("finetune_gross", alpha=alpha, batch_size=1, max_batches=None, lr=1e-5, augment=False)
+    cfg = tiny("finetune_gross", alpha=alpha, alpha_reading=reading, batch_size=1, max_batches=None, lr=1e-5,
+               augment=False)
     result = finetune(net, dataclasses.replace(data, train=train_split), cfg, tmp_path, progress=False)
     for name, layer in decomposed_layers(net):
         counts = result.sample_counts[name]
         assert {s: seen[name][s] for s in sorted(seen[name])} == counts
         assert sum(counts.values()) == len(train_split)
-        probs = GroupSizeSampler(layer.group_sizes, alpha).probs.tolist()
+        probs = GroupSizeSampler(layer.group_sizes, alpha, reading=reading).probs.tolist()
         p_value = chi_square_p_value([counts.get(s, 0) for s in layer.group_sizes], probs)
         assert p_value > 1e-3, (name, counts, probs)
-    if alpha == 4.0:  # p(smallest) = 1 / sum_j exp(-4 (j - 1)) ~ 0.98
+    if alpha == 4.0 and reading == "literal":  # p(smallest) = 1 / sum_j exp(-4 (j - 1)) ~ 0.98
         assert all(c[1] > 0.9 * len(train_split) for c in result.sample_counts.values())
+    if reading == "normalized":  # p(smallest) <= 0.75 for 3+ sizes: the others are drawn too
+        assert all(c[1] < 0.9 * len(train_split) for c in result.sample_counts.values())
+
+
+def test_train_config_rejects_an_unknown_reading():
+    with pytest.raises(ValueError, match="reading of eq. 8 must be one of"):
+        train.TrainConfig(epochs=1, lr=0.1, alpha=4.0, alpha_reading="scaled")
 
 
 # ---------------------------------------------------------------------------------------------------------
