@@ -7,7 +7,9 @@ later notebook reuses what an earlier one trained::
     <run_dir>/seed<k>/full/                         train_full (checkpoint, metrics.jsonl, done.json)
     <run_dir>/seed<k>/decomposed.pt                 the GroSS series straight after BTD
     <run_dir>/seed<k>/gross_alpha<a>/reconstruct/   response reconstruction of the series
-    <run_dir>/seed<k>/gross_alpha<a>/finetune/      GroSS fine-tuning at temperature a
+    <run_dir>/seed<k>/gross_alpha<a>/finetune/      GroSS fine-tuning at temperature a (eq. 8 read
+                                                    literally; ``gross_alpha<a>_normalized``: the
+                                                    normalized reading, grosslib.sampling)
     <run_dir>/seed<k>/fixed_<config>/reconstruct/   a configuration trained on its own
     <run_dir>/seed<k>/fixed_<config>/finetune/
     <run_dir>/seed<k>/evaluations/<name>.csv        evaluations of every configuration
@@ -15,6 +17,11 @@ later notebook reuses what an earlier one trained::
 A fixed configuration starts from the series' bottleneck at that configuration before GroSS
 training, which is exactly the per-size BTD (:func:`grosslib.models.collapse_to_config`): one
 decomposition serves every configuration.
+
+The paper's design trains several full networks, decomposes the median one once and trains every later
+stage several times from it: ``Experiment(..., seed=k, network_seed=m)`` trains its stages with seed
+``k`` from seed ``m``'s full network and decomposition (``<run_dir>/seed<m>/full``, ``decomposed.pt``,
+shared by every such experiment), in ``<run_dir>/seed<k>_net<m>/`` (``seed<k>/`` when ``k == m``).
 """
 from __future__ import annotations
 
@@ -46,10 +53,23 @@ from .models import (
     uniform_config,
 )
 from .presets import FIXED_GROUP_SIZES, Preset, get_preset
+from .sampling import check_reading
 from .search import evaluate_all
 from .train import TrainConfig, TrainResult, evaluate, finetune, reconstruct_responses, train_full
 
-__all__ = ["Experiment", "StageResult", "network_fingerprint"]
+__all__ = ["Experiment", "StageResult", "gross_stage_name", "network_fingerprint"]
+
+
+def _reading_of(alpha: float, reading: str) -> str:
+    """The reading a GroSS stage is trained (and named) with: alpha 0 is uniform in both, so 'literal'."""
+    check_reading(reading)
+    return "literal" if float(alpha) == 0.0 else reading
+
+
+def gross_stage_name(alpha: float, reading: str = "literal") -> str:
+    """``gross_alpha<a>`` (eq. 8 read literally, or alpha 0) or ``gross_alpha<a>_normalized``."""
+    reading = _reading_of(alpha, reading)
+    return f"gross_alpha{float(alpha):g}" + ("" if reading == "literal" else f"_{reading}")
 
 
 def network_fingerprint(net: nn.Module) -> str:
@@ -80,6 +100,7 @@ class StageResult:
     finetune: TrainResult | None
     config: Config | None = None
     alpha: float | None = None
+    reading: str | None = None
 
     @property
     def test_accuracy(self) -> float:
@@ -96,6 +117,8 @@ class Experiment:
     preset : a :class:`~grosslib.presets.Preset` or the name of a registered one ('tiny', 'quick',
         'study', 'paper'); ``overrides`` are applied on top (:attr:`settings`).
     seed : seeds the network's initialisation and every training stage.
+    network_seed : the seed whose full network (and its decomposition) the stages start from; None:
+        ``seed`` (each seed its own network). The paper's design: the median of several full networks.
     run_dir : the run directory shared by all notebooks of a run.
     device : None = automatic (cuda, mps, cpu).
     data_limit : truncate each split (tests and smoke runs); None: the preset's ``data_limit``.
@@ -107,6 +130,7 @@ class Experiment:
     preset: str | Preset
     seed: int = 0
     run_dir: Path | str = "runs/interactive"
+    network_seed: int | None = None
     device: str | None = None
     data_limit: int | None = None
     progress: bool = True
@@ -122,8 +146,21 @@ class Experiment:
 
     # ------------------------------------------------------------------ basics
     @property
+    def source_seed(self) -> int:
+        """The seed of the full network the stages start from."""
+        return self.seed if self.network_seed is None else int(self.network_seed)
+
+    @property
+    def network_dir(self) -> Path:
+        """Where the full network and its decomposition live: ``<run_dir>/seed<source_seed>``."""
+        return Path(self.run_dir) / f"seed{self.source_seed}"
+
+    @property
     def seed_dir(self) -> Path:
-        return Path(self.run_dir) / f"seed{self.seed}"
+        """Where this seed's later stages live: ``seed<k>`` (own network) or ``seed<k>_net<m>``."""
+        if self.source_seed == self.seed:
+            return Path(self.run_dir) / f"seed{self.seed}"
+        return Path(self.run_dir) / f"seed{self.seed}_net{self.source_seed}"
 
     @property
     def torch_device(self) -> torch.device:
@@ -146,14 +183,15 @@ class Experiment:
         return self._data
 
     def _new_network(self) -> nn.Module:
-        return build_papernet(self.data.in_channels, self.data.num_classes, seed=self.seed)
+        return build_papernet(self.data.in_channels, self.data.num_classes, seed=self.source_seed)
 
     # ------------------------------------------------------------------ stages
     def full_network(self) -> tuple[nn.Module, TrainResult]:
-        """The full network trained on classification (stage 'full')."""
+        """The full network trained on classification (stage 'full'; seed ``source_seed``)."""
         net = self._new_network()
-        result = train_full(net, self.data, self.config("full"), self.seed_dir / "full",
-                            device=self.device, progress=self.progress)
+        cfg = self.settings.stage("full", seed=self.source_seed)
+        result = train_full(net, self.data, cfg, self.network_dir / "full", device=self.device,
+                            progress=self.progress)
         net.eval()
         if self._full is not None and not _same_weights(self._full, net):
             self._decomposed = None        # the full network changed (retrained): decompose it again
@@ -176,7 +214,7 @@ class Experiment:
         return copy.deepcopy(self._decomposed).to(self.torch_device)
 
     def _load_or_decompose(self) -> nn.Module:
-        path = self.seed_dir / "decomposed.pt"
+        path = self.network_dir / "decomposed.pt"
         info_path = path.with_suffix(".json")     # the BTD options and the network the file was made from
         original = self._original()
         options = self.btd_options
@@ -184,7 +222,7 @@ class Experiment:
         if path.exists():
             stored = read_json(info_path) if info_path.exists() else None
             stored_options = stored.get("btd_options", stored) if isinstance(stored, dict) else None
-            redo = (f"delete it and the stages trained from it ({self.seed_dir}/gross_*, fixed_*, "
+            redo = (f"delete it and the stages trained from it ({self.run_dir}/seed*/gross_*, fixed_*, "
                     "evaluations) to decompose again")
             if stored_options is not None and stored_options != json.loads(json.dumps(options)):
                 raise ValueError(f"{path} was decomposed with BTD options {stored_options}, but preset "
@@ -196,7 +234,7 @@ class Experiment:
                                  f"grosslib's ({BTD_ALGORITHM}); {redo}")
             stored_network = stored.get("network") if isinstance(stored, dict) else None
             if stored_network is not None and stored_network != fingerprint:
-                raise ValueError(f"{path} was decomposed from another network than {self.seed_dir}/full's "
+                raise ValueError(f"{path} was decomposed from another network than {self.network_dir}/full's "
                                  f"(fingerprint {stored_network[:12]} vs {fingerprint[:12]}); {redo}")
             skeleton = decompose(original.cpu(), max_iter=0)
             try:
@@ -218,17 +256,20 @@ class Experiment:
                 for name, layer in decomposed_layers(self.decomposed()) for s, e in layer.btd_errors.items()]
         return pd.DataFrame(rows)
 
-    def gross(self, alpha: float = 4.0) -> StageResult:
-        """GroSS: response reconstruction then fine-tuning, sampling group sizes at ``alpha``."""
+    def gross(self, alpha: float = 4.0, reading: str = "literal") -> StageResult:
+        """GroSS: response reconstruction then fine-tuning, sampling group sizes at ``alpha`` with eq. 8
+        read as ``reading`` (alpha 0 is uniform in both readings: one stage serves both)."""
+        reading = _reading_of(alpha, reading)
         net = self.decomposed()
-        folder = self.seed_dir / f"gross_alpha{alpha:g}"
+        folder = self.seed_dir / gross_stage_name(alpha, reading)
+        sampling = {"alpha": alpha, "alpha_reading": reading}
         recon = reconstruct_responses(net, self._original(), self.data, self.config("reconstruct_gross",
-                                      alpha=alpha), folder / "reconstruct", device=self.device,
+                                      **sampling), folder / "reconstruct", device=self.device,
                                       progress=self.progress)
-        tuned = finetune(net, self.data, self.config("finetune_gross", alpha=alpha), folder / "finetune",
+        tuned = finetune(net, self.data, self.config("finetune_gross", **sampling), folder / "finetune",
                          device=self.device, progress=self.progress)
         net.eval()
-        return StageResult(net, recon, tuned, alpha=alpha)
+        return StageResult(net, recon, tuned, alpha=alpha, reading=reading)
 
     def fixed(self, config: Sequence[int]) -> StageResult:
         """A configuration decomposed, reconstructed and fine-tuned on its own (a fixed baseline)."""
@@ -251,14 +292,15 @@ class Experiment:
         return {s: self.uniform_config(s) for s in sizes}
 
     # ------------------------------------------------------------------ evaluation
-    def gross_evaluations(self, alpha: float, split: str = "val",
-                          net: nn.Module | None = None) -> pd.DataFrame:
-        """Every configuration of GroSS at temperature ``alpha`` on ``split``.
+    def gross_evaluations(self, alpha: float, split: str = "val", net: nn.Module | None = None,
+                          reading: str = "literal") -> pd.DataFrame:
+        """Every configuration of GroSS at temperature ``alpha`` (eq. 8 read as ``reading``) on ``split``.
 
-        Cached as ``evaluations/gross_alpha<a>_<split>.csv``; ``net``: the trained GroSS network if at hand.
+        Cached as ``evaluations/<gross stage name>_<split>.csv``; ``net``: the trained GroSS network if at
+        hand.
         """
-        net = self.gross(alpha).net if net is None else net
-        return self.evaluate_configs(net, f"gross_alpha{float(alpha):g}", split)
+        net = self.gross(alpha, reading).net if net is None else net
+        return self.evaluate_configs(net, gross_stage_name(alpha, _reading_of(alpha, reading)), split)
 
     def evaluate_configs(self, net: nn.Module, name: str, split: str = "val",
                          configs: Sequence[Sequence[int]] | None = None,

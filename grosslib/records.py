@@ -20,7 +20,7 @@ from .models import Config, config_name
 from .presets import FIXED_GROUP_SIZES, Preset, get_preset
 
 __all__ = ["all_config_records", "as_config", "deficit_records", "make_experiments", "own_accuracies",
-           "percent", "replicate_seeds", "table2_records"]
+           "percent", "replicate_seeds", "sampling_variants", "table2_records"]
 
 
 def replicate_seeds(preset: str | Preset, seed: int = 0, replicates: int | None = None) -> list[int]:
@@ -78,40 +78,58 @@ def table2_records(experiments: Sequence[Any], sizes: Sequence[int] = FIXED_GROU
     return pd.DataFrame(rows)
 
 
+def sampling_variants(alphas: Sequence[float],
+                      readings: Sequence[str] = ("literal",)) -> list[tuple[float, str]]:
+    """The (alpha, reading) pairs GroSS is trained at: every alpha under every reading, alpha 0 once
+    (uniform in both readings; recorded as 'literal')."""
+    pairs = []
+    for reading in readings:
+        for alpha in alphas:
+            pair = (float(alpha), "literal" if float(alpha) == 0.0 else reading)
+            if pair not in pairs:
+                pairs.append(pair)
+    return pairs
+
+
 def deficit_records(experiments: Sequence[Any], alphas: Sequence[float],
-                    sizes: Sequence[int] = FIXED_GROUP_SIZES) -> pd.DataFrame:
-    """Per replicate, alpha and fixed configuration: GroSS test accuracy, fixed test accuracy, deficit.
+                    sizes: Sequence[int] = FIXED_GROUP_SIZES,
+                    readings: Sequence[str] = ("literal",)) -> pd.DataFrame:
+    """Per replicate, (alpha, reading) and fixed configuration: GroSS test accuracy, fixed test accuracy,
+    deficit.
 
     The deficit (pp) is GroSS at the configuration minus the configuration trained on its own
-    (Figure 1, left). Runs or reads every GroSS and fixed stage it needs.
+    (Figure 1, left). Runs or reads every GroSS and fixed stage it needs. ``reading``: how eq. 8 was
+    read (:func:`sampling_variants`; alpha 0 rows are 'literal' and stand for both readings).
     """
     rows = []
     for exp in experiments:
         configs = exp.fixed_configs(tuple(sizes))
         fixed = {s: exp.fixed(c).test_accuracy for s, c in configs.items()}
-        for alpha in alphas:
-            gross = exp.gross(float(alpha))
+        for alpha, reading in sampling_variants(alphas, readings):
+            gross = exp.gross(alpha, reading)
             for s, config in configs.items():
                 accuracy = exp.accuracy_at(gross.net, config, "test")
-                rows.append({"seed": exp.seed, "alpha": float(alpha), "group size": int(s), "config": config,
+                rows.append({"seed": exp.seed, "alpha": float(alpha), "reading": reading,
+                             "group size": int(s), "config": config,
                              "name": config_name(config), "macs": config_macs(gross.net, config),
                              "gross accuracy": accuracy, "fixed accuracy": fixed[s],
                              "deficit (pp)": percent(accuracy) - percent(fixed[s])})
     return pd.DataFrame(rows)
 
 
-def all_config_records(experiments: Sequence[Any], alphas: Sequence[float],
-                       split: str = "test") -> pd.DataFrame:
-    """Every configuration of the GroSS network of each alpha (and replicate) evaluated on ``split``.
+def all_config_records(experiments: Sequence[Any], alphas: Sequence[float], split: str = "test",
+                       readings: Sequence[str] = ("literal",)) -> pd.DataFrame:
+    """Every configuration of the GroSS network of each (alpha, reading) (and replicate) evaluated on
+    ``split``.
 
-    Long table: seed, alpha and the columns of :meth:`Experiment.evaluate_configs` (config, name,
-    macs, params, accuracy, loss, ...). Evaluations are cached as ``gross_alpha<a>_<split>.csv``.
+    Long table: seed, alpha, reading and the columns of :meth:`Experiment.evaluate_configs` (config,
+    name, macs, params, accuracy, loss, ...). Evaluations are cached per GroSS stage and split.
     """
     frames = []
     for exp in experiments:
-        for alpha in alphas:
-            df = exp.gross_evaluations(float(alpha), split)
-            frames.append(df.assign(seed=exp.seed, alpha=float(alpha)))
+        for alpha, reading in sampling_variants(alphas, readings):
+            df = exp.gross_evaluations(alpha, split, reading=reading)
+            frames.append(df.assign(seed=exp.seed, alpha=alpha, reading=reading))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -132,3 +132,29 @@ def test_settings_are_the_preset_with_overrides(tmp_path: Path) -> None:
     assert Experiment("digits", "tiny", seed=4, run_dir=tmp_path).config("finetune_gross").seed == 4
     with pytest.raises(ValueError, match="unknown stage"):
         Experiment("digits", "tiny", run_dir=tmp_path, overrides={"fulll": {"epochs": 3}})
+
+
+def test_stages_from_another_seeds_network_share_its_decomposition(run_dir: Path,
+                                                                   decompose_calls: list) -> None:
+    """The paper's design: seed 1's stages start from seed 0's full network and decomposition."""
+    own = make(run_dir)
+    shared = Experiment("digits", "tiny", seed=1, network_seed=0, run_dir=run_dir, device="cpu",
+                        data_limit=64, progress=False)
+    assert shared.source_seed == 0 and shared.network_dir == run_dir / "seed0"
+    assert shared.seed_dir == run_dir / "seed1_net0" and own.seed_dir == run_dir / "seed0"
+    assert network_fingerprint(shared.full_network()[0]) == network_fingerprint(own.full_network()[0])
+    assert all(torch.equal(a, b) for a, b in zip(state(shared.decomposed()).values(),
+                                                 state(own.decomposed()).values()))
+    # read from seed0/decomposed.pt (a max_iter=0 skeleton loads it), not decomposed again
+    assert decompose_calls and all(call == {"max_iter": 0} for call in decompose_calls)
+    assert not (run_dir / "seed1").exists()          # no network of its own was trained
+    # its stages train with its own seed
+    assert shared.config("finetune_gross").seed == 1 and own.config("finetune_gross").seed == 0
+
+
+def test_gross_stage_names_per_reading() -> None:
+    assert experiment.gross_stage_name(4.0) == "gross_alpha4"
+    assert experiment.gross_stage_name(4.0, "normalized") == "gross_alpha4_normalized"
+    assert experiment.gross_stage_name(0.0, "normalized") == "gross_alpha0"    # uniform in both readings
+    with pytest.raises(ValueError, match="reading of eq. 8"):
+        experiment.gross_stage_name(4.0, "scaled")

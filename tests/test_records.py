@@ -36,6 +36,7 @@ class FakeExperiment:
     gross_acc: dict[tuple[float, tuple[int, ...]], float] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     alpha: float = math.nan                 # the temperature of the last gross() call
+    reading: str = "literal"                # and its reading of eq. 8
 
     @property
     def data(self) -> Any:
@@ -45,10 +46,14 @@ class FakeExperiment:
         self.calls.append("full")
         return self.net, SimpleNamespace(test_accuracy=self.full_acc)
 
-    def gross(self, alpha: float = 4.0) -> Any:
-        self.calls.append(f"gross{alpha:g}")
-        self.alpha = float(alpha)
+    def gross(self, alpha: float = 4.0, reading: str = "literal") -> Any:
+        self.calls.append(f"gross{alpha:g}" + ("" if reading == "literal" else f"-{reading}"))
+        self.alpha, self.reading = float(alpha), reading
         return SimpleNamespace(net=self.gross_net, alpha=alpha)
+
+    def _gross_accuracy(self, alpha: float, reading: str, config: tuple[int, ...]) -> float:
+        """``gross_acc[(alpha, reading, config)]`` if given, else ``gross_acc[(alpha, config)]``."""
+        return self.gross_acc.get((alpha, reading, config), self.gross_acc.get((alpha, config)))
 
     def fixed_configs(self, sizes: tuple[int, ...]) -> dict[int, tuple[int, ...]]:
         return {s: (s, s, s) for s in sizes}
@@ -59,13 +64,14 @@ class FakeExperiment:
 
     def accuracy_at(self, net: Any, config: tuple[int, ...], split: str = "test") -> float:
         assert split == "test" and net is self.gross_net
-        return self.gross_acc[(self.alpha, tuple(config))]
+        return self._gross_accuracy(self.alpha, self.reading, tuple(config))
 
-    def gross_evaluations(self, alpha: float, split: str = "val") -> pd.DataFrame:
-        self.calls.append(f"evaluations{alpha:g}-{split}")
+    def gross_evaluations(self, alpha: float, split: str = "val", net: Any = None,
+                          reading: str = "literal") -> pd.DataFrame:
+        self.calls.append(f"evaluations{alpha:g}-{split}" + ("" if reading == "literal" else f"-{reading}"))
         configs = [(1, 1, 1), (4, 4, 4)]
         return pd.DataFrame({"config": configs, "name": [config_name(c) for c in configs],
-                             "accuracy": [self.gross_acc[(float(alpha), c)] for c in configs]})
+                             "accuracy": [self._gross_accuracy(float(alpha), reading, c) for c in configs]})
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -121,6 +127,23 @@ def test_deficit_records_from_experiments(gross_skeleton: torch.nn.Module) -> No
     assert list(table["deficit (pp)"]) == pytest.approx([-1.0, -3.0])
     assert list(table["macs"]) == [1_906_176, 2_210_304]
     assert list(table["fixed accuracy"]) == [0.90, 0.95]
+
+
+def test_deficit_records_under_both_readings(gross_skeleton: torch.nn.Module) -> None:
+    own = {(1, 1, 1): 0.90, (4, 4, 4): 0.95}
+    acc = {(0.0, (1, 1, 1)): 0.80, (0.0, (4, 4, 4)): 0.85, (4.0, "literal", (1, 1, 1)): 0.89,
+           (4.0, "literal", (4, 4, 4)): 0.92, (4.0, "normalized", (1, 1, 1)): 0.88,
+           (4.0, "normalized", (4, 4, 4)): 0.94}
+    exp = FakeExperiment(0, build_papernet(3, 10, seed=0), gross_skeleton, own=own, gross_acc=acc)
+    table = records.deficit_records([exp], alphas=[0.0, 4.0], sizes=(1, 4),
+                                    readings=("literal", "normalized"))
+    # alpha 0 is uniform under both readings: trained and recorded once, as 'literal'
+    assert list(zip(table["alpha"], table["reading"])) == [(0.0, "literal")] * 2 + [(4.0, "literal")] * 2 + [
+        (4.0, "normalized")] * 2
+    assert list(table["deficit (pp)"]) == pytest.approx([-10.0, -10.0, -1.0, -3.0, -2.0, -1.0])
+    assert exp.calls.count("gross0") == 1 and "gross4-normalized" in exp.calls
+    assert records.sampling_variants([0.0, 4.0, 8.0], ("literal", "normalized")) == [
+        (0.0, "literal"), (4.0, "literal"), (8.0, "literal"), (4.0, "normalized"), (8.0, "normalized")]
 
 
 def test_all_config_records_tags_seed_and_alpha(gross_skeleton: torch.nn.Module) -> None:

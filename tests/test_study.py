@@ -172,33 +172,53 @@ def _mtimes(folder: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_study_preset_end_to_end_one_seed(tmp_path: Path, tiny_fashion: None) -> None:
-    """The study preset's whole protocol on a tiny Fashion-MNIST subset; a second run trains nothing."""
+def test_study_preset_end_to_end_two_seeds(tmp_path: Path, tiny_fashion: None) -> None:
+    """The study preset's whole protocol on a tiny Fashion-MNIST subset with two seeds, its claims with
+    intervals; a second run trains nothing."""
+    from grosslib import verdicts
+
     run_dir = tmp_path / "study"
-    records = study.run_study(run_dir, dataset="fashion-mnist", preset="study", seeds=[0], threads=1)
+    records = study.run_study(run_dir, dataset="fashion-mnist", preset="study", seeds=[0, 1], threads=1)
     settings = study.read_study_file(run_dir)
     assert settings["schedule"]["full"]["epochs"] == presets.get_preset("study").stage("full").epochs == 5
     assert "Fashion-MNIST" in settings["schedule_note"]
-    assert len(records["table2"]) == 5 and len(records["deficits"]) == 3 * 4
-    assert records["profiles"].groupby("alpha").size().to_dict() == {0.0: 252, 4.0: 252, 8.0: 252}
-    assert len(records["search"]) == 252
-    assert records["selections"].groupby("budget").size().to_dict() == {4: 2, 16: 2}
+    # the median design: 5 full networks, the median by validation accuracy decomposed once
+    networks = json.loads((run_dir / study.NETWORKS_FILE).read_text())
+    val = {int(s): a for s, a in networks["val_accuracy"].items()}
+    assert sorted(val) == [0, 1, 2, 3, 4] and networks["median_seed"] == study.median_seed(val)
+    assert sorted(val.values()).index(val[networks["median_seed"]]) == 2 or len(set(val.values())) < 5
+    median = networks["median_seed"]
+    assert (run_dir / f"seed{median}" / "decomposed.pt").is_file()
+    assert [p.name for p in run_dir.glob("seed*/decomposed.pt")] == ["decomposed.pt"]
+    # GroSS at alpha 0 (once), 4 and 8 under both readings of eq. 8
+    assert len(records["table2"]) == 2 * 5 and len(records["deficits"]) == 2 * 5 * 4
+    assert records["profiles"].groupby(["alpha", "reading"]).size().to_dict() == {
+        (0.0, "literal"): 504, (4.0, "literal"): 504, (4.0, "normalized"): 504, (8.0, "literal"): 504,
+        (8.0, "normalized"): 504}
+    assert len(records["search"]) == 2 * 252
+    assert records["selections"].groupby("budget").size().to_dict() == {4: 4, 16: 4}
     assert (records["selections"]["macs"] <= records["selections"]["budget macs"]).all()
     assert records["ranking"]["name"].nunique() == 12
     assert {"1-1-1", "4-4-4", "16-16-16", "32-32-32"} <= set(records["ranking"]["name"])
     for column in ("gross accuracy", "own accuracy"):
         assert records["ranking"][column].between(0.0, 1.0).all()
-    seed_dir = run_dir / "seed0"
+    seed_dir = run_dir / ("seed0" if median == 0 else f"seed0_net{median}")
     trained_alone = json.loads((seed_dir / study.SEED_DONE_FILE).read_text())["configs_trained_alone"]
     assert {p.name for p in seed_dir.glob("fixed_*")} == {f"fixed_{n}" for n in trained_alone}
     assert all((p / "finetune" / "done.json").is_file() for p in seed_dir.glob("fixed_*"))
     written, _ = study.read_records(run_dir / study.RECORDS_FILE)
     pd.testing.assert_frame_equal(written["ranking"], records["ranking"], check_dtype=False)
+    # the claims, claim 3 under both readings, each from the two seeds' effects
+    claims = json.loads(cli.write_claims(run_dir, records).read_text())
+    assert claims["design"]["decomposed_network"] == f"seed{median}" and claims["seeds"] == [0, 1]
+    assert {(c["id"], c["reading"]) for c in claims["claims"]} == {
+        ("1a", None), ("1b", None), ("2", None), ("3", "literal"), ("3", "normalized"), ("4", None)}
+    assert all(c["n"] == 2 and c["verdict"] == verdicts.verdict(c["ci95"]) for c in claims["claims"])
 
     # Everything is cached: a second run writes no checkpoint; a removed stage alone is trained again.
     before = _mtimes(seed_dir)
     first_call = json.loads((seed_dir / study.SEED_DONE_FILE).read_text())
-    study.run_study(run_dir, dataset="fashion-mnist", preset="study", seeds=[0], threads=1, collect=False)
+    study.run_study(run_dir, dataset="fashion-mnist", preset="study", seeds=[0, 1], threads=1, collect=False)
     assert _mtimes(seed_dir) == before
     second_call = json.loads((seed_dir / study.SEED_DONE_FILE).read_text())  # cached: keeps the total
     expected_total = first_call["wall_seconds"] + second_call["call_seconds"]
@@ -217,7 +237,8 @@ def test_study_preset_end_to_end_one_seed(tmp_path: Path, tiny_fashion: None) ->
 @pytest.mark.slow
 def test_parallel_seeds_report_the_failing_seed(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match=r"seed 0 \(exit 1; see .*seed0/study.log\).*seed 1"):
-        study.run_study(tmp_path, dataset="no-such-dataset", preset="tiny", seeds=[0, 1], jobs=2)
+        study.run_study(tmp_path, dataset="no-such-dataset", preset="tiny", seeds=[0, 1], jobs=2,
+                        plan=study.StudyPlan(design="per-seed"))    # (the median design fails before)
     assert "unknown dataset 'no-such-dataset'" in (tmp_path / "seed0" / "study.log").read_text()
 
 
@@ -405,7 +426,8 @@ def test_ctrl_c_stops_a_single_process_run_which_the_same_command_resumes(tmp_pa
     resumed = _cli(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, stderr = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, stderr
-    assert json.loads((run_dir / "seed0" / study.SEED_DONE_FILE).read_text())["seed"] == 0
+    done = list(run_dir.glob(f"seed0*/{study.SEED_DONE_FILE}"))     # seed0/ or seed0_net<median>/
+    assert len(done) == 1 and json.loads(done[0].read_text())["seed"] == 0
 
 
 def test_stopping_children_escalates_to_sigkill(tmp_path: Path) -> None:
@@ -570,3 +592,36 @@ def test_run_refuses_other_settings_of_an_existing_study_in_process(
     assert (tmp_path / study.STUDY_FILE).read_text() == before
     checked = cli.check_run_args(cli.build_parser().parse_args(["run", "--run-dir", str(tmp_path)]))
     assert (checked["dataset"], checked["preset"], checked["data_limit"]) == ("digits", "tiny", None)
+
+
+def test_claims_json_from_the_committed_records(tmp_path: Path) -> None:
+    """claims.json of the committed 3-seed study (per-seed design, literal reading): every claim once, each
+    verdict the rule applied to its interval."""
+    from grosslib import paths, verdicts
+
+    records_file = paths.STUDY_RESULTS_DIR / study.RECORDS_FILE
+    _, settings = study.read_records(records_file)
+    (tmp_path / study.STUDY_FILE).write_text(json.dumps(settings))
+    (tmp_path / study.RECORDS_FILE).write_bytes(records_file.read_bytes())
+    claims = json.loads(cli.write_claims(tmp_path).read_text())
+    assert claims["design"]["design"] == "per-seed" and claims["design"]["readings"] == ["literal"]
+    assert [(c["id"], c["reading"]) for c in claims["claims"]] == [
+        ("1a", None), ("1b", None), ("2", None), ("3", "literal"), ("4", None)]
+    for claim in claims["claims"]:
+        assert claim["n"] == len(claims["seeds"]) == len(settings["seeds"])
+        assert claim["verdict"] == verdicts.verdict(claim["ci95"])
+        assert claim["ci95"][0] <= claim["estimate"] <= claim["ci95"][1]
+    assert len(claims["kendall_tau"]["per_seed"]) == len(claims["seeds"])
+
+
+def test_plans_recorded_before_the_design_existed_read_as_per_seed() -> None:
+    old = {k: v for k, v in study.StudyPlan().to_dict().items() if k not in ("design", "readings")}
+    plan = study.StudyPlan.from_dict(old)
+    assert plan.design == "per-seed" and plan.readings == ("literal",)
+    assert study.StudyPlan.from_dict(study.StudyPlan().to_dict()) == study.StudyPlan()
+    assert study.StudyPlan().design == "median" and study.StudyPlan().n_networks == 5
+    with pytest.raises(ValueError, match="design must be one of"):
+        study.StudyPlan(design="mean")
+    assert study.median_seed({0: 0.8, 1: 0.9, 2: 0.7, 3: 0.85, 4: 0.6}) == 0
+    assert study.median_seed({0: 0.8, 1: 0.8, 2: 0.8}) == 1
+    assert study.median_seed({5: 0.5, 6: 0.7}) == 5

@@ -52,17 +52,22 @@ from ..io import atomic_write_text
 from ..macs import config_macs
 from ..models import Config, config_name, search_space
 from ..runinfo import environment_info
+from ..sampling import check_reading
 from ..search import select_under_budgets
 
-__all__ = ["PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES", "SEED_DONE_FILE", "STUDY_FILE",
-           "StudyInterrupted", "StudyPlan", "check_study_file", "collect_records", "load_or_collect",
-           "parse_config", "ranking_configs", "read_records", "read_study_file", "run_seed", "run_study",
-           "write_records", "write_study_file"]
+__all__ = ["DESIGNS", "NETWORKS_FILE", "PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES", "SEED_DONE_FILE",
+           "STUDY_FILE", "StudyInterrupted", "StudyPlan", "check_study_file", "choose_network",
+           "collect_records", "load_or_collect", "median_seed", "network_seed_of", "parse_config",
+           "ranking_configs", "read_records", "read_study_file", "run_seed", "run_study", "write_records",
+           "write_study_file"]
 
 
 STUDY_FILE = "study.json"
 RECORDS_FILE = "records.json"
 SEED_DONE_FILE = "study_seed.json"
+NETWORKS_FILE = "networks.json"
+#: the study designs (StudyPlan.design)
+DESIGNS: tuple[str, ...] = ("median", "per-seed")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,14 @@ class StudyPlan:
     n_ranked: int = 12
     search_split: str = "val"
     report_split: str = "test"
+    #: eq. 8's readings GroSS is trained under (grosslib.sampling; alpha 0 once, uniform in both)
+    readings: tuple[str, ...] = ("literal", "normalized")
+    #: the reading of the search network (Table 3's picks)
+    search_reading: str = "literal"
+    #: 'median': n_networks full networks, the median by validation accuracy decomposed once and every
+    #: later stage trained per seed from it (the paper's design); 'per-seed': each seed its own network
+    design: str = "median"
+    n_networks: int = 5
 
     def __post_init__(self) -> None:
         if self.search_alpha not in self.alphas:
@@ -86,12 +99,29 @@ class StudyPlan:
                              f"{self.fixed_group_sizes}")
         if self.top_k < 1 or self.n_ranked < 2:
             raise ValueError(f"top_k must be >= 1 and n_ranked >= 2, got {self.top_k} and {self.n_ranked}")
+        for reading in (*self.readings, self.search_reading):
+            check_reading(reading)
+        if not self.readings or self.search_reading not in self.readings:
+            raise ValueError(f"search_reading {self.search_reading!r} must be one of the readings "
+                             f"{self.readings}")
+        if self.design not in DESIGNS:
+            raise ValueError(f"design must be one of {DESIGNS}, got {self.design!r}")
+        if self.n_networks < 1:
+            raise ValueError(f"n_networks must be >= 1, got {self.n_networks}")
+
+    @property
+    def variants(self) -> list[tuple[float, str]]:
+        """The (alpha, reading) pairs GroSS is trained at (alpha 0 once)."""
+        return collectors.sampling_variants(self.alphas, self.readings)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyPlan:
+        """Inverse of :meth:`to_dict`. A plan recorded before the design and the readings existed ran
+        the per-seed design under the literal reading."""
+        data = {"design": "per-seed", "readings": ["literal"], **data}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -145,13 +175,14 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
     started = time.perf_counter()
     _, full = exp.full_network()
     exp.decomposed()
-    search_gross = exp.gross(plan.search_alpha)
+    search_gross = exp.gross(plan.search_alpha, plan.search_reading)
     fixed = exp.fixed_configs(plan.fixed_group_sizes)
     stage_seconds = full.wall_seconds + _stage_seconds(search_gross)
     trained: dict[Config, Any] = {}
     for config in fixed.values():
         trained[config] = exp.fixed(config)
-    evaluations = exp.gross_evaluations(plan.search_alpha, plan.search_split, search_gross.net)
+    evaluations = exp.gross_evaluations(plan.search_alpha, plan.search_split, search_gross.net,
+                                        reading=plan.search_reading)
     budgets = {s: fixed[s] for s in plan.budget_group_sizes}
     selections = select_under_budgets(evaluations, budgets, k=plan.top_k)
     ranked = ranking_configs(search_gross.net, plan.n_ranked, include=fixed.values())
@@ -160,11 +191,11 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
         if config not in trained:
             trained[config] = exp.fixed(config)
     stage_seconds += sum(_stage_seconds(r) for r in trained.values())
-    for alpha in plan.alphas:
-        gross = exp.gross(alpha)
-        if alpha != plan.search_alpha:
+    for alpha, reading in plan.variants:
+        gross = exp.gross(alpha, reading)
+        if (alpha, reading) != (plan.search_alpha, plan.search_reading):
             stage_seconds += _stage_seconds(gross)
-        exp.gross_evaluations(alpha, plan.report_split, gross.net)
+        exp.gross_evaluations(alpha, plan.report_split, gross.net, reading=reading)
     path = Path(exp.seed_dir) / SEED_DONE_FILE
     previous = json.loads(path.read_text()) if path.is_file() else {}
     call_seconds = time.perf_counter() - started
@@ -183,11 +214,53 @@ def _stage_seconds(result: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------------- many seeds
-def _experiments(settings: dict[str, Any], seeds: Sequence[int]) -> list[Any]:
+def _experiments(settings: dict[str, Any], seeds: Sequence[int],
+                 network_seed: int | None = None) -> list[Any]:
     return collectors.make_experiments(settings["dataset"], settings["preset"], list(seeds),
                                      run_dir=settings["run_dir"], device=settings.get("device"),
                                      data_limit=settings.get("data_limit"), progress=False,
-                                     overrides=settings.get("overrides") or {})
+                                     overrides=settings.get("overrides") or {}, network_seed=network_seed)
+
+
+def median_seed(val_accuracy: dict[int, float]) -> int:
+    """The seed of the median network by validation accuracy (ties: the lower seed; an even number of
+    networks: the lower of the two middle ones)."""
+    if not val_accuracy:
+        raise ValueError("no full networks to choose the median from")
+    ordered = sorted(val_accuracy, key=lambda seed: (val_accuracy[seed], seed))
+    return int(ordered[(len(ordered) - 1) // 2])
+
+
+def choose_network(run_dir: str | Path, settings: dict[str, Any], plan: StudyPlan) -> dict[str, Any]:
+    """The median design's first stage: train (or read) full networks of seeds ``0..n_networks-1``,
+    decompose the median one by validation accuracy once, and write ``<run_dir>/networks.json`` (every
+    network's validation and test accuracy, the median seed and the rule); returns its content."""
+    val, test = {}, {}
+    for exp in _experiments(settings, range(plan.n_networks)):
+        _, result = exp.full_network()
+        val[exp.seed] = float(result.final["val_accuracy"])
+        test[exp.seed] = float(result.test_accuracy)
+    median = median_seed(val)
+    _experiments(settings, [median])[0].decomposed()
+    info = {"design": "median", "seeds": sorted(val), "median_seed": median,
+            "rule": "the median of the full networks by validation accuracy (ties: lower seed) is decomposed "
+                    "once; every later stage of every seed starts from it",
+            "val_accuracy": {str(s): v for s, v in sorted(val.items())},
+            "test_accuracy": {str(s): v for s, v in sorted(test.items())}}
+    atomic_write_text(Path(run_dir) / NETWORKS_FILE, json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def network_seed_of(run_dir: str | Path, plan: StudyPlan) -> int | None:
+    """The seed of the network every stage starts from: the median's (``networks.json``) in the median
+    design, None (each seed its own) in the per-seed design."""
+    if plan.design != "median":
+        return None
+    path = Path(run_dir) / NETWORKS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the median design chooses its network first (run "
+                                f"`python -m grosslib.study run --run-dir {run_dir}`)")
+    return int(json.loads(path.read_text())["median_seed"])
 
 
 def _settings(dataset: str, preset: str, plan: StudyPlan, data_limit: int | None,
@@ -284,12 +357,21 @@ def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: st
                 "data_limit": data_limit, "overrides": overrides}
     jobs = max(1, min(int(jobs), len(seeds)))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    network_seed = None
+    if plan.design == "median":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        try:
+            with _on_signals(_raise_interrupted):
+                network_seed = choose_network(run_dir, settings, plan)["median_seed"]
+        except KeyboardInterrupt as exc:
+            raise StudyInterrupted(getattr(exc, "signum", signal.SIGINT), finished=[], stopped=seeds[:1],
+                                   pending=seeds[1:]) from None
     if jobs == 1:
         torch.set_num_threads(threads)
         finished: list[int] = []
         try:
             with _on_signals(_raise_interrupted):
-                for exp in tqdm(_experiments(settings, seeds), desc="seeds"):
+                for exp in tqdm(_experiments(settings, seeds, network_seed), desc="seeds"):
                     run_seed(exp, plan)
                     finished.append(exp.seed)
         except KeyboardInterrupt as exc:
@@ -490,25 +572,30 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
     plan = StudyPlan.from_dict(study["plan"])
     seeds = [int(s) for s in (seeds if seeds is not None else study["seeds"])]
     settings = {**study, "run_dir": Path(run_dir), "device": device or study.get("device")}
-    experiments = _experiments(settings, seeds)
+    experiments = _experiments(settings, seeds, network_seed_of(run_dir, plan))
     for exp in experiments:
         run_seed(exp, plan)
     sizes = plan.fixed_group_sizes
     records: dict[str, pd.DataFrame] = {
         "table2": collectors.table2_records(experiments, sizes, alpha=plan.search_alpha),
-        "deficits": collectors.deficit_records(experiments, plan.alphas, sizes),
-        "profiles": collectors.all_config_records(experiments, plan.alphas, plan.report_split),
+        "deficits": collectors.deficit_records(experiments, plan.alphas, sizes, readings=plan.readings),
+        "profiles": collectors.all_config_records(experiments, plan.alphas, plan.report_split,
+                                                  readings=plan.readings),
     }
     search, selections, ranking, timing = [], [], [], []
     for exp in experiments:
-        gross = exp.gross(plan.search_alpha)
-        evaluations = exp.gross_evaluations(plan.search_alpha, plan.search_split, gross.net)
+        gross = exp.gross(plan.search_alpha, plan.search_reading)
+        evaluations = exp.gross_evaluations(plan.search_alpha, plan.search_split, gross.net,
+                                            reading=plan.search_reading)
         search.append(evaluations.assign(seed=exp.seed))
         fixed = exp.fixed_configs(sizes)
         budgets = {s: fixed[s] for s in plan.budget_group_sizes}
         picks = select_under_budgets(evaluations, budgets, k=plan.top_k)
         test = records["profiles"]
-        test = test[(test["seed"] == exp.seed) & (test["alpha"] == plan.search_alpha)].set_index("name")
+        test = test[(test["seed"] == exp.seed) & (test["alpha"] == plan.search_alpha)
+                    & (test["reading"] == collectors.sampling_variants([plan.search_alpha],
+                                                                       [plan.search_reading])[0][1])]
+        test = test.set_index("name")
         for row in picks.itertuples(index=False):
             budget_config = tuple(row[picks.columns.get_loc("budget config")])
             selections.append({

@@ -22,8 +22,9 @@ from typing import Any, NoReturn
 
 from .. import presets
 from ..data import ALLOW_DOWNLOAD_ENV, DATASET_NAMES, DatasetNotFoundError, require_on_machine
-from ..io import resolve_device
+from ..io import atomic_write_text, resolve_device
 from . import (
+    NETWORKS_FILE,
     PARENT_ENV,
     RECORDS_FILE,
     STUDY_FILE,
@@ -34,6 +35,8 @@ from . import (
     _raise_interrupted,
     check_study_file,
     collect_records,
+    network_seed_of,
+    read_records,
     read_study_file,
     run_seed,
     run_study,
@@ -47,6 +50,41 @@ __all__ = ["ALLOW_DOWNLOAD_ENV", "REPORT_NOTEBOOK", "TRACEBACK_ENV", "build_pars
 TRACEBACK_ENV = "GROSS_TRACEBACK"
 
 REPORT_NOTEBOOK = "06_reproduction_report"
+
+
+CLAIMS_FILE = "claims.json"
+
+
+def study_design(run_dir: str | Path, study: dict[str, Any]) -> dict[str, Any]:
+    """What ``claims.json`` says of the design: which network was decomposed and how it was chosen."""
+    plan = StudyPlan.from_dict(study["plan"])
+    design: dict[str, Any] = {"design": plan.design, "readings": list(plan.readings),
+                              "search_reading": plan.search_reading, "alphas": list(plan.alphas)}
+    networks = Path(run_dir) / NETWORKS_FILE
+    if plan.design == "median" and networks.is_file():
+        info = json.loads(networks.read_text())
+        design.update({"n_networks": len(info["seeds"]), "decomposed_network": f"seed{info['median_seed']}",
+                       "rule": info["rule"], "full_val_accuracy": info["val_accuracy"],
+                       "full_test_accuracy": info["test_accuracy"]})
+    else:
+        design["decomposed_network"] = "each seed's own full network"
+    return design
+
+
+def write_claims(run_dir: str | Path, records: dict[str, Any] | None = None, method: str = "t") -> Path:
+    """``<run_dir>/claims.json``: every claim's per-seed effect, 95% interval and verdict
+    (:func:`grosslib.verdicts.claims_json`) with the study's design and schedule."""
+    from ..verdicts import claims_json
+
+    study = read_study_file(run_dir)
+    if records is None:
+        records, _ = read_records(Path(run_dir) / RECORDS_FILE)
+    schedule = {"stages": study.get("schedule", {}), "note": study.get("schedule_note", ""),
+                "shards": study.get("shards", [])}
+    claims = claims_json(records, study_design(run_dir, study), schedule, method=method)
+    path = Path(run_dir) / CLAIMS_FILE
+    atomic_write_text(path, json.dumps(claims, indent=1, default=str) + "\n")
+    return path
 
 
 def render_report(run_dir: str | Path, *, publish: bool = False, kernel_name: str = "python3") -> Path:
@@ -64,9 +102,11 @@ def render_report(run_dir: str | Path, *, publish: bool = False, kernel_name: st
     run_dir = Path(run_dir).resolve()
     study = read_study_file(run_dir)
     if publish:                 # without publish, the notebook collects the records itself
-        collect_records(run_dir, device=study.get("device"))
+        write_claims(run_dir, collect_records(run_dir, device=study.get("device")))
         paths.STUDY_RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run_dir / RECORDS_FILE, paths.STUDY_RESULTS_DIR / RECORDS_FILE)
+        for name in (RECORDS_FILE, CLAIMS_FILE, NETWORKS_FILE):
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, paths.STUDY_RESULTS_DIR / name)
         refresh_committed_notebooks(only="06", kernel_name=kernel_name)
         return paths.NOTEBOOKS_DIR / f"{REPORT_NOTEBOOK}.ipynb"
     parameters = {"run_dir": str(run_dir), "figures_dir": str(run_dir / "figures"),
@@ -214,8 +254,9 @@ def _collect(args: argparse.Namespace) -> int:
     read_study_file(args.run_dir)
     if args.device is not None:
         resolve_device(args.device)
-    collect_records(args.run_dir, device=args.device)
-    print(f"records written to {Path(args.run_dir) / RECORDS_FILE}")
+    records = collect_records(args.run_dir, device=args.device)
+    claims = write_claims(args.run_dir, records)
+    print(f"records written to {Path(args.run_dir) / RECORDS_FILE}; claims to {claims}")
     return 0
 
 
@@ -232,8 +273,10 @@ def _seed(args: argparse.Namespace) -> int:
     _die_with_parent()
     torch.set_num_threads(args.threads)
     study = read_study_file(args.run_dir)
-    exp = _experiments({**study, "run_dir": Path(args.run_dir)}, [args.seed])[0]
-    summary = run_seed(exp, StudyPlan.from_dict(study["plan"]))
+    plan = StudyPlan.from_dict(study["plan"])
+    exp = _experiments({**study, "run_dir": Path(args.run_dir)}, [args.seed],
+                       network_seed_of(args.run_dir, plan))[0]
+    summary = run_seed(exp, plan)
     print(json.dumps(summary), flush=True)
     return 0
 
