@@ -7,6 +7,7 @@ to run it with, a function asserting on the metrics it records, and the figures 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,11 +58,15 @@ def check_02(record: dict[str, Any]) -> None:
     for k, size in enumerate(sizes):
         assert m["gradient_reach"][size] == [i <= k for i in range(len(sizes))]
     assert m["gradient_reach_ok"] is True
-    for alpha in (0.0, 4.0, 8.0):
-        rows = [r for r in m["sampling"] if r["alpha"] == alpha]
-        assert len(rows) == 7 and abs(sum(r["probability"] for r in rows) - 1) < 1e-12
-        probs = [r["probability"] for r in rows]
-        assert all(b <= a + 1e-15 for a, b in zip(probs, probs[1:]))
+    assert {r["reading"] for r in m["sampling"]} == {"literal", "normalized"}
+    for reading in ("literal", "normalized"):
+        for alpha in (0.0, 4.0, 8.0):
+            rows = [r for r in m["sampling"] if r["alpha"] == alpha and r["reading"] == reading]
+            assert len(rows) == 7 and abs(sum(r["probability"] for r in rows) - 1) < 1e-12
+            probs = [r["probability"] for r in rows]
+            assert all(b <= a + 1e-15 for a, b in zip(probs, probs[1:]))
+            scale = 7 if reading == "normalized" else 1        # eq. 8: exp(-alpha i) or exp(-alpha i / N)
+            assert probs[0] / probs[1] == pytest.approx(math.exp(alpha / scale), rel=1e-9)
     assert all(abs(r["probability"] - 1 / 7) < 1e-12 for r in m["sampling"] if r["alpha"] == 0.0)
     assert m["sampling_max_gap"] < 0.05
 

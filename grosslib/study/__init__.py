@@ -55,11 +55,11 @@ from ..runinfo import environment_info
 from ..sampling import check_reading
 from ..search import select_under_budgets
 
-__all__ = ["DESIGNS", "NETWORKS_FILE", "PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES", "SEED_DONE_FILE",
-           "STUDY_FILE", "StudyInterrupted", "StudyPlan", "check_study_file", "choose_network",
-           "collect_records", "load_or_collect", "median_seed", "network_seed_of", "parse_config",
-           "ranking_configs", "read_records", "read_study_file", "run_seed", "run_study", "write_records",
-           "write_study_file"]
+__all__ = ["ADOPTED_PLAN", "DESIGNS", "NETWORKS_FILE", "PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES",
+           "SEED_DONE_FILE", "STUDY_FILE", "StudyInterrupted", "StudyPlan", "check_study_file",
+           "choose_network", "collect_records", "load_or_collect", "median_seed", "network_seed_of",
+           "parse_config", "ranking_configs", "read_records", "read_study_file", "run_seed", "run_study",
+           "write_records", "write_study_file"]
 
 
 STUDY_FILE = "study.json"
@@ -683,9 +683,13 @@ RECORD_TABLES: tuple[str, ...] = ("table2", "deficits", "profiles", "search", "s
                                   "seeds")
 
 
+#: The plan a pipeline run (notebooks 01-05) is adopted with: each seed its own network, eq. 8 literal.
+ADOPTED_PLAN = StudyPlan(design="per-seed", readings=("literal",))
+
+
 def load_or_collect(run_dir: str | Path, *, dataset: str, preset: str, seeds: Sequence[int],
                     device: str | None = None, data_limit: int | None = None,
-                    overrides: dict[str, dict[str, Any]] | None = None, plan: StudyPlan = StudyPlan(),
+                    overrides: dict[str, dict[str, Any]] | None = None, plan: StudyPlan | None = None,
                     adopt: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The records of ``run_dir`` for the report, whatever kind of directory it is.
 
@@ -693,13 +697,14 @@ def load_or_collect(run_dir: str | Path, *, dataset: str, preset: str, seeds: Se
     * a published study (only ``records.json``, e.g. ``results/fashion-mnist-study``): read it;
     * anything else (e.g. a pipeline run of notebooks 01-05): adopted as a study with the given
       dataset, preset, seeds and options, then collected (reusing every stage already trained there);
-      with ``adopt=False`` a ``FileNotFoundError`` instead.
+      with ``adopt=False`` a ``FileNotFoundError`` instead. ``plan`` defaults to what such a run trained:
+      each seed its own network, eq. 8 read literally (:data:`ADOPTED_PLAN`).
     """
     run_dir = Path(run_dir)
     if not (run_dir / STUDY_FILE).is_file():
         if (run_dir / RECORDS_FILE).is_file() or not adopt:
             return read_records(run_dir / RECORDS_FILE)
-        write_study_file(run_dir, dataset=dataset, preset=preset, seeds=seeds, plan=plan, device=device,
-                         data_limit=data_limit, overrides=overrides)
+        write_study_file(run_dir, dataset=dataset, preset=preset, seeds=seeds, plan=plan or ADOPTED_PLAN,
+                         device=device, data_limit=data_limit, overrides=overrides)
     records = collect_records(run_dir, device=device)
     return records, {**read_study_file(run_dir), "seeds": sorted({int(s) for s in records["seeds"]["seed"]})}
