@@ -27,7 +27,7 @@ from .study import parse_config
 
 __all__ = ["CLAIM_IDS", "CLAIM_TEXT", "METHODS", "READINGS", "STATISTICS", "TAU_STATISTIC",
            "ascending_effect", "ascending_effects", "below_full_effect", "claims_frame", "claims_json",
-           "deficit_flatness", "effect_interval", "growth_effect", "ranking_tau", "readings",
+           "deficit_flatness", "effect_interval", "growth_effect", "ranking_tau", "readings", "report_claims",
            "search_effect", "search_effects", "temperature_effect", "temperature_effects", "verdict"]
 
 METHODS: tuple[str, ...] = ("t", "bootstrap")
@@ -331,3 +331,15 @@ def claims_frame(claims: Mapping[str, Any]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["id", "reading", "statistic", "estimate", "ci95", "n", "verdict"])
     frame["reading"] = pd.Series([c["reading"] for c in claims["claims"]], index=frame.index, dtype=object)
     return frame
+
+
+def report_claims(records: Mapping[str, pd.DataFrame], settings: Mapping[str, Any], method: str = "t", *,
+                  top_n: int = 10) -> dict[str, Any]:
+    """:func:`claims_json` with the design and schedule read from a study's ``settings`` (``study.json``
+    or the settings stored in ``records.json``): what notebook 06 shows and ``claims.json`` holds."""
+    plan = settings.get("plan") or {}
+    design = {"design": plan.get("design", "per-seed"), "readings": list(plan.get("readings", ["literal"])),
+              "alphas": list(plan.get("alphas", [0.0, 4.0, 8.0]))}
+    schedule = {"stages": dict(settings.get("schedule") or {}), "note": settings.get("schedule_note", "")}
+    return claims_json(records, design, schedule, method=method, top_n=top_n)
+

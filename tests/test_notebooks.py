@@ -146,6 +146,12 @@ def check_06(record: dict[str, Any]) -> None:
     assert [row["claim"][:3] for row in m["claims"]] == ["(1)", "(2)", "(3)", "(4)"]
     assert m["schedule"]["full"]["epochs"] == 1 and m["schedule_note"] == ""
     assert m["failed_runs"] == [] and record["parameters"]["failed_run_fraction"] == 0.0   # tiny: keep all
+    # the claims with 95% intervals (grosslib.verdicts): one seed gives no interval, so every verdict is
+    # inconclusive; claim 3 under the literal reading only (a pipeline run samples with it)
+    with_ci = m["claims_with_intervals"]
+    assert [(c["id"], c["reading"]) for c in with_ci["claims"]] == [
+        ("1a", None), ("1b", None), ("2", None), ("3", "literal"), ("4", None)]
+    assert all(c["n"] == 1 and c["verdict"] == "inconclusive" for c in with_ci["claims"])
 
 
 @dataclass(frozen=True)
