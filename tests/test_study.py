@@ -215,6 +215,11 @@ def test_study_preset_end_to_end_two_seeds(tmp_path: Path, tiny_fashion: None) -
         ("1a", None), ("1b", None), ("2", None), ("3", "literal"), ("3", "normalized"), ("4", None)}
     assert all(c["n"] == 2 and c["verdict"] == verdicts.verdict(c["ci95"]) for c in claims["claims"])
 
+    # each invocation (shard) is recorded with its seeds and wall time
+    shards = study.read_study_file(run_dir)["shards"]
+    assert [s["seeds"] for s in shards] == [[0, 1]] and shards[0]["wall_seconds"] > 0
+    assert claims["schedule"]["shards"] == shards
+
     # Everything is cached: a second run writes no checkpoint; a removed stage alone is trained again.
     before = _mtimes(seed_dir)
     first_call = json.loads((seed_dir / study.SEED_DONE_FILE).read_text())
@@ -224,6 +229,7 @@ def test_study_preset_end_to_end_two_seeds(tmp_path: Path, tiny_fashion: None) -
     expected_total = first_call["wall_seconds"] + second_call["call_seconds"]
     assert second_call["wall_seconds"] == pytest.approx(expected_total)
     assert second_call["first_finished_at"] == first_call["first_finished_at"]
+    assert [s["seeds"] for s in study.read_study_file(run_dir)["shards"]] == [[0, 1], [0, 1]]
     victim = seed_dir / "fixed_4-4-4"
     for path in sorted(victim.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()

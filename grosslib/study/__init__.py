@@ -1,15 +1,22 @@
 """The paper's whole protocol over several seeds, resumable, and the records its report is built from.
 
+The paper's design (``StudyPlan(design="median")``, the default): :func:`choose_network` trains
+``n_networks`` (5) full networks, seeds 0..4, and decomposes the median one by validation accuracy once
+(``networks.json``); every seed's later stages then start from that decomposition
+(``Experiment(seed=k, network_seed=median)``). ``design="per-seed"``: each seed its own full network.
+
 One seed (:func:`run_seed`) trains, in this order, every stage through a cached
 :class:`grosslib.experiment.Experiment` (a stage already done is read back, a killed one resumes):
 
-1. the full network, its BTD into the GroSS series;
-2. GroSS at the search temperature (alpha 4), the fixed baselines 1/4/16/32 trained on their own;
+1. the full network, its BTD into the GroSS series (the median design: read, shared);
+2. GroSS at the search temperature (alpha 4, eq. 8 read literally), the fixed baselines 1/4/16/32
+   trained on their own;
 3. the exhaustive search on the validation split; the ``top_k`` configurations under the fixed-4 and
    fixed-16 budgets trained on their own (Table 3);
 4. :func:`ranking_configs`: 12 configurations spread over the MAC range, trained on their own, so
    that GroSS's ranking of configurations can be checked (Kendall's tau; not in the paper);
-5. GroSS at the other temperatures (0 and 8), every configuration of every temperature on test.
+5. GroSS at the other temperatures and readings (alpha 0, 4, 8 under eq. 8's literal and normalized
+   readings, alpha 0 once), every configuration of every one on test.
 
 :func:`run_study` runs several seeds, in parallel processes when ``jobs > 1``, and then
 :func:`collect_records` reads every result back into a few long tables written to
@@ -17,7 +24,8 @@ One seed (:func:`run_seed`) trains, in this order, every stage through a cached
 
 Command line::
 
-    python -m grosslib.study run --run-dir runs/study [--seeds 3] [--jobs 3] [--dataset fashion-mnist]
+    python -m grosslib.study run --run-dir runs/study [--seeds 5 | --seed-list 0,1] [--jobs 2]
+        [--dataset fashion-mnist]
     python -m grosslib.study collect --run-dir runs/study     # records.json from the cached stages
     python -m grosslib.study report --run-dir runs/study [--publish]   # render notebook 06
 
@@ -58,8 +66,8 @@ from ..search import select_under_budgets
 __all__ = ["ADOPTED_PLAN", "DESIGNS", "NETWORKS_FILE", "PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES",
            "SEED_DONE_FILE", "STUDY_FILE", "StudyInterrupted", "StudyPlan", "check_study_file",
            "choose_network", "collect_records", "load_or_collect", "median_seed", "network_seed_of",
-           "parse_config", "ranking_configs", "read_records", "read_study_file", "run_seed", "run_study",
-           "write_records", "write_study_file"]
+           "parse_config", "ranking_configs", "read_records", "read_study_file", "record_shard", "run_seed",
+           "run_study", "write_records", "write_study_file"]
 
 
 STUDY_FILE = "study.json"
@@ -311,7 +319,8 @@ def write_study_file(run_dir: str | Path, *, dataset: str, preset: str, seeds: S
              "schedule": {stage: cfg.to_dict() for stage, cfg in chosen.stages.items()},
              "schedule_note": presets.STUDY_SCHEDULE_NOTE if preset == "study" else "",
              "btd_note": presets.STUDY_BTD_NOTE if preset == "study" else "",
-             "preset_settings": chosen.to_dict(), "environment": environment_info(device or "cpu")}
+             "preset_settings": chosen.to_dict(), "environment": environment_info(device or "cpu"),
+             "shards": (stored or {}).get("shards", [])}     # the invocations so far (record_shard)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(study, indent=1, default=str) + "\n")
     return study
@@ -357,6 +366,7 @@ def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: st
                 "data_limit": data_limit, "overrides": overrides}
     jobs = max(1, min(int(jobs), len(seeds)))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     network_seed = None
     if plan.design == "median":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -380,7 +390,23 @@ def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: st
                                    stopped=seeds[at:at + 1], pending=seeds[at + 1:]) from None
     else:
         _run_in_processes(run_dir, seeds, jobs, threads)
+    record_shard(run_dir, seeds, started_at, time.perf_counter() - started, jobs=jobs, threads=threads,
+                 device=device)
     return collect_records(run_dir) if collect else None
+
+
+def record_shard(run_dir: str | Path, seeds: Sequence[int], started_at: str, wall_seconds: float,
+                 **details: Any) -> dict[str, Any]:
+    """Append one finished invocation of :func:`run_study` (a *shard*: its seeds, start, wall time,
+    jobs, threads, device and machine) to ``study.json``'s ``"shards"``; returns the entry."""
+    path = Path(run_dir) / STUDY_FILE
+    study = read_study_file(run_dir)
+    environment = environment_info(details.get("device") or "cpu")
+    entry = {"seeds": [int(s) for s in seeds], "started_at": started_at, "wall_seconds": float(wall_seconds),
+             **details, "machine": {k: environment.get(k) for k in ("cpu", "cpu_count", "platform", "torch")}}
+    study["shards"] = [*study.get("shards", []), entry]
+    atomic_write_text(path, json.dumps(study, indent=1, default=str) + "\n")
+    return entry
 
 
 class StudyInterrupted(KeyboardInterrupt):

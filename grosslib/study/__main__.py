@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"one of {', '.join(DATASET_NAMES)} (default: the study's, else the preset's)")
     run.add_argument("--preset", default=None,
                      help=f"one of {', '.join(presets.preset_names())} (default: the study's, else 'study')")
-    run.add_argument("--seeds", type=int, default=3, help="number of seeds 0..N-1 (default 3)")
+    run.add_argument("--seeds", type=int, default=5, help="number of seeds 0..N-1 (default 5, the paper's)")
     run.add_argument("--seed-list", default=None, help="explicit comma-separated seeds (overrides --seeds)")
     run.add_argument("--jobs", type=int, default=1, help="seeds trained at once, one process each")
     run.add_argument("--threads", type=int, default=None, help="torch threads per process")
