@@ -631,3 +631,28 @@ def test_plans_recorded_before_the_design_existed_read_as_per_seed() -> None:
     assert study.median_seed({0: 0.8, 1: 0.9, 2: 0.7, 3: 0.85, 4: 0.6}) == 0
     assert study.median_seed({0: 0.8, 1: 0.8, 2: 0.8}) == 1
     assert study.median_seed({5: 0.5, 6: 0.7}) == 5
+
+
+def test_a_study_continues_elsewhere_from_its_exported_network(tmp_path: Path) -> None:
+    """export_shared / import_shared: a second directory (another machine) gets the median network and its
+    decomposition, trains no full network of its own, and reproduces the first directory's seed."""
+    options = {"dataset": "digits", "preset": "tiny", "data_limit": 64, "threads": 1,
+               "plan": study.StudyPlan(n_networks=3)}
+    first = study.run_study(tmp_path / "a", seeds=[0], **options)
+    written = study.export_shared(tmp_path / "a", tmp_path / "shared")
+    median = json.loads((tmp_path / "a" / study.NETWORKS_FILE).read_text())["median_seed"]
+    assert {p.relative_to(tmp_path / "shared").as_posix() for p in written} >= {
+        "study.json", "networks.json", f"seed{median}/decomposed.pt", f"seed{median}/full/checkpoint.pt"}
+    assert sum(p.stat().st_size for p in written) < 5_000_000
+    study.import_shared(tmp_path / "shared", tmp_path / "b")
+    again = study.run_study(tmp_path / "b", seeds=[0], **options)
+    others = [s for s in range(3) if s != median]
+    assert not any((tmp_path / "b" / f"seed{s}").exists() for s in others)   # not retrained
+    for table in ("table2", "deficits", "selections", "ranking"):
+        pd.testing.assert_frame_equal(again[table], first[table], check_dtype=False)
+    # a directory holding another study is refused in one line
+    (tmp_path / "b" / f"seed{median}" / "decomposed.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds another study"):
+        study.import_shared(tmp_path / "shared", tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match="holds no exported study"):
+        study.import_shared(tmp_path / "nothing", tmp_path / "c")

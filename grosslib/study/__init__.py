@@ -64,10 +64,10 @@ from ..sampling import check_reading
 from ..search import select_under_budgets
 
 __all__ = ["ADOPTED_PLAN", "DESIGNS", "NETWORKS_FILE", "PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES",
-           "SEED_DONE_FILE", "STUDY_FILE", "StudyInterrupted", "StudyPlan", "check_study_file",
-           "choose_network", "collect_records", "load_or_collect", "median_seed", "network_seed_of",
-           "parse_config", "ranking_configs", "read_records", "read_study_file", "record_shard", "run_seed",
-           "run_study", "write_records", "write_study_file"]
+           "SEED_DONE_FILE", "SHARED_DIR", "STUDY_FILE", "StudyInterrupted", "StudyPlan", "check_study_file",
+           "choose_network", "collect_records", "export_shared", "import_shared", "load_or_collect",
+           "median_seed", "network_seed_of", "parse_config", "ranking_configs", "read_records",
+           "read_study_file", "record_shard", "run_seed", "run_study", "write_records", "write_study_file"]
 
 
 STUDY_FILE = "study.json"
@@ -243,6 +243,12 @@ def choose_network(run_dir: str | Path, settings: dict[str, Any], plan: StudyPla
     """The median design's first stage: train (or read) full networks of seeds ``0..n_networks-1``,
     decompose the median one by validation accuracy once, and write ``<run_dir>/networks.json`` (every
     network's validation and test accuracy, the median seed and the rule); returns its content."""
+    path = Path(run_dir) / NETWORKS_FILE
+    if path.is_file():              # chosen before (or imported): only the median network is needed
+        info = json.loads(path.read_text())
+        if info.get("seeds") == list(range(plan.n_networks)):
+            _experiments(settings, [int(info["median_seed"])])[0].decomposed()
+            return info
     val, test = {}, {}
     for exp in _experiments(settings, range(plan.n_networks)):
         _, result = exp.full_network()
@@ -257,6 +263,62 @@ def choose_network(run_dir: str | Path, settings: dict[str, Any], plan: StudyPla
             "test_accuracy": {str(s): v for s, v in sorted(test.items())}}
     atomic_write_text(Path(run_dir) / NETWORKS_FILE, json.dumps(info, indent=1) + "\n")
     return info
+
+
+#: In a results directory: what every seed of a median-design study needs (export_shared)
+SHARED_DIR = "shared"
+
+
+def _shared_files(run_dir: Path) -> list[Path]:
+    """The files of a study directory that every seed needs, relative to it: study.json, networks.json,
+    the median network's training record (``seed<m>/full/``) and its decomposition."""
+    median = json.loads((run_dir / NETWORKS_FILE).read_text())["median_seed"]
+    network = Path(f"seed{median}")
+    full = sorted(p.relative_to(run_dir) for p in (run_dir / network / "full").iterdir() if p.is_file())
+    return [Path(STUDY_FILE), Path(NETWORKS_FILE), *full, network / "decomposed.pt",
+            network / "decomposed.json"]
+
+
+def export_shared(run_dir: str | Path, destination: str | Path) -> list[Path]:
+    """Copy what every seed of a median-design study needs (:func:`_shared_files`, about 2 MB for
+    PaperNet) to ``destination``, so that another machine continues the same study
+    (:func:`import_shared`); returns the files written."""
+    import shutil
+
+    run_dir, destination = Path(run_dir), Path(destination)
+    if not (run_dir / NETWORKS_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir / NETWORKS_FILE} not found: only a median-design study that "
+                                "chose its network can be exported")
+    written = []
+    for name in _shared_files(run_dir):
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run_dir / name, destination / name)
+        written.append(destination / name)
+    return written
+
+
+def import_shared(source: str | Path, run_dir: str | Path) -> dict[str, Any]:
+    """Start ``run_dir`` from :func:`export_shared`'s files (the same study continued elsewhere): copies
+    them in, refusing (one line) a file already there with other content; returns the study settings."""
+    import shutil
+
+    source, run_dir = Path(source), Path(run_dir)
+    if not (source / NETWORKS_FILE).is_file() or not (source / STUDY_FILE).is_file():
+        raise FileNotFoundError(f"{source} holds no exported study (no {STUDY_FILE} and {NETWORKS_FILE}); "
+                                "export one with `python -m grosslib.study report --publish`")
+    files = _shared_files(source)
+    for name in files:
+        there = run_dir / name
+        differs = there.is_file() and there.read_bytes() != (source / name).read_bytes()
+        if differs and name != Path(STUDY_FILE):
+            raise ValueError(f"{there} differs from {source / name}: {run_dir} holds another study; use "
+                             "another --run-dir")
+    for name in files:
+        if name == Path(STUDY_FILE) and (run_dir / name).is_file():
+            continue                      # keep this directory's own record of its shards
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, run_dir / name)
+    return read_study_file(run_dir)
 
 
 def network_seed_of(run_dir: str | Path, plan: StudyPlan) -> int | None:

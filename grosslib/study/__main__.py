@@ -27,6 +27,7 @@ from . import (
     NETWORKS_FILE,
     PARENT_ENV,
     RECORDS_FILE,
+    SHARED_DIR,
     STUDY_FILE,
     StudyInterrupted,
     StudyPlan,
@@ -35,6 +36,8 @@ from . import (
     _raise_interrupted,
     check_study_file,
     collect_records,
+    export_shared,
+    import_shared,
     network_seed_of,
     read_records,
     read_study_file,
@@ -107,6 +110,8 @@ def render_report(run_dir: str | Path, *, publish: bool = False, kernel_name: st
         for name in (RECORDS_FILE, CLAIMS_FILE, NETWORKS_FILE):
             if (run_dir / name).is_file():
                 shutil.copy2(run_dir / name, paths.STUDY_RESULTS_DIR / name)
+        if (run_dir / NETWORKS_FILE).is_file():     # what another machine needs to continue the study
+            export_shared(run_dir, paths.STUDY_RESULTS_DIR / SHARED_DIR)
         refresh_committed_notebooks(only="06", kernel_name=kernel_name)
         return paths.NOTEBOOKS_DIR / f"{REPORT_NOTEBOOK}.ipynb"
     parameters = {"run_dir": str(run_dir), "figures_dir": str(run_dir / "figures"),
@@ -238,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run-dir", required=True)
     report.add_argument("--publish", action="store_true",
                         help="also copy records.json to results/ and re-execute the committed notebook 06")
+    imp = sub.add_parser("import", help="start a study directory from exported artefacts (the median "
+                                        "network, its decomposition, study.json, networks.json)")
+    imp.add_argument("--from", dest="source", required=True,
+                     help="an exported study, e.g. results/fashion-mnist-study/shared")
+    imp.add_argument("--run-dir", required=True)
     one = sub.add_parser("seed", help="train one seed of an existing study directory (used by --jobs)")
     one.add_argument("--run-dir", required=True)
     one.add_argument("--seed", type=int, required=True)
@@ -281,7 +291,14 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"run": _run, "collect": _collect, "report": _report}
+def _import(args: argparse.Namespace) -> int:
+    study = import_shared(args.source, args.run_dir)
+    print(f"{args.run_dir} continues the study of {args.source} (seeds so far: {study['seeds']}); run "
+          f"`python -m grosslib.study run --run-dir {args.run_dir} --seed-list N` for the seeds to add")
+    return 0
+
+
+_COMMANDS = {"run": _run, "collect": _collect, "report": _report, "import": _import}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
