@@ -876,7 +876,6 @@ def _btd(weight: torch.Tensor, group_size: int, *, tol: float = 1e-6, max_iter: 
             if best is None or _selection_score(result) < _selection_score(best):
                 best = result
     assert best is not None
-    best.weight_norm = float(norm)
     return best
 
 
@@ -1030,9 +1029,8 @@ def btd_series_many(weights: Mapping[str, torch.Tensor], group_sizes: Mapping[st
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     sizes = {name: _series_sizes(sizes) for name, sizes in group_sizes.items()}
-    init = btd_options.get("init", STARTS)
-    uses_svd = isinstance(init, str) and init == "svd" or not isinstance(init, (str, BTDResult)) and (
-        isinstance(init, Sequence) and "svd" in init)
+    starts = _starts(btd_options.get("init", STARTS))
+    uses_svd = any(isinstance(start, str) and start == "svd" for start in starts)
     bases: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
     with _intra_op_threads(btd_options.get("num_threads", 1)):
         for name, weight in weights.items():
