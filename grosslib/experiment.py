@@ -293,14 +293,17 @@ class Experiment:
 
     # ------------------------------------------------------------------ evaluation
     def gross_evaluations(self, alpha: float, split: str = "val", net: nn.Module | None = None,
-                          reading: str = "literal") -> pd.DataFrame:
-        """Every configuration of GroSS at temperature ``alpha`` (eq. 8 read as ``reading``) on ``split``.
+                          reading: str = "literal",
+                          configs: Sequence[Sequence[int]] | None = None) -> pd.DataFrame:
+        """Every configuration (or those of ``configs``) of GroSS at temperature ``alpha`` (eq. 8 read as
+        ``reading``) on ``split``.
 
         Cached as ``evaluations/<gross stage name>_<split>.csv``; ``net``: the trained GroSS network if at
         hand.
         """
         net = self.gross(alpha, reading).net if net is None else net
-        return self.evaluate_configs(net, gross_stage_name(alpha, _reading_of(alpha, reading)), split)
+        return self.evaluate_configs(net, gross_stage_name(alpha, _reading_of(alpha, reading)), split,
+                                     configs=configs)
 
     def evaluate_configs(self, net: nn.Module, name: str, split: str = "val",
                          configs: Sequence[Sequence[int]] | None = None,

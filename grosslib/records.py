@@ -118,9 +118,10 @@ def deficit_records(experiments: Sequence[Any], alphas: Sequence[float],
 
 
 def all_config_records(experiments: Sequence[Any], alphas: Sequence[float], split: str = "test",
-                       readings: Sequence[str] = ("literal",)) -> pd.DataFrame:
-    """Every configuration of the GroSS network of each (alpha, reading) (and replicate) evaluated on
-    ``split``.
+                       readings: Sequence[str] = ("literal",),
+                       configs: Sequence[Sequence[int]] | None = None) -> pd.DataFrame:
+    """Every configuration (or those of ``configs``) of the GroSS network of each (alpha, reading) (and
+    replicate) evaluated on ``split``.
 
     Long table: seed, alpha, reading and the columns of :meth:`Experiment.evaluate_configs` (config,
     name, macs, params, accuracy, loss, ...). Evaluations are cached per GroSS stage and split.
@@ -128,7 +129,7 @@ def all_config_records(experiments: Sequence[Any], alphas: Sequence[float], spli
     frames = []
     for exp in experiments:
         for alpha, reading in sampling_variants(alphas, readings):
-            df = exp.gross_evaluations(alpha, split, reading=reading)
+            df = exp.gross_evaluations(alpha, split, reading=reading, configs=configs)
             frames.append(df.assign(seed=exp.seed, alpha=alpha, reading=reading))
     return pd.concat(frames, ignore_index=True)
 

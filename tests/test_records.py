@@ -67,9 +67,9 @@ class FakeExperiment:
         return self._gross_accuracy(self.alpha, self.reading, tuple(config))
 
     def gross_evaluations(self, alpha: float, split: str = "val", net: Any = None,
-                          reading: str = "literal") -> pd.DataFrame:
+                          reading: str = "literal", configs: Any = None) -> pd.DataFrame:
         self.calls.append(f"evaluations{alpha:g}-{split}" + ("" if reading == "literal" else f"-{reading}"))
-        configs = [(1, 1, 1), (4, 4, 4)]
+        configs = [(1, 1, 1), (4, 4, 4)] if configs is None else [tuple(c) for c in configs]
         return pd.DataFrame({"config": configs, "name": [config_name(c) for c in configs],
                              "accuracy": [self._gross_accuracy(float(alpha), reading, c) for c in configs]})
 

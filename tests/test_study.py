@@ -71,6 +71,23 @@ def test_plan_validation_and_round_trip() -> None:
         study.StudyPlan(budget_group_sizes=(2,))
     with pytest.raises(ValueError, match="top_k"):
         study.StudyPlan(top_k=0)
+    with pytest.raises(ValueError, match="n_profile"):
+        study.StudyPlan(n_ranked=8, n_profile=6)
+
+
+def test_profile_configs_spread_over_macs_around_the_ranked_ones(gross_net) -> None:
+    fixed = [(1, 1, 1), (4, 4, 4), (16, 16, 16), (32, 32, 32)]
+    plan = study.StudyPlan(n_ranked=8, n_profile=24)
+    profile = study.profile_configs(gross_net, plan, fixed)
+    ranked = study.ranking_configs(gross_net, 8, include=fixed)
+    assert len(set(profile)) == 24 and set(ranked) <= set(profile) and set(fixed) <= set(profile)
+    macs = [config_macs(gross_net, c) for c in profile]
+    assert macs == sorted(macs)
+    space = [config_macs(gross_net, c) for c in search_space(gross_net)]
+    assert macs[0] == min(space) and macs[-1] == max(space)
+    assert study.profile_configs(gross_net, study.StudyPlan(n_profile=None), fixed) is None
+    picks = pd.DataFrame({"config": [(1, 1, 2), (4, 4, 4)]})
+    assert study._with_picks(profile, picks) == [*profile, (1, 1, 2)] or (1, 1, 2) in profile
 
 
 def test_parse_config() -> None:
@@ -180,7 +197,7 @@ def test_study_preset_end_to_end_two_seeds(tmp_path: Path, tiny_fashion: None) -
     run_dir = tmp_path / "study"
     records = study.run_study(run_dir, dataset="fashion-mnist", preset="study", seeds=[0, 1], threads=1)
     settings = study.read_study_file(run_dir)
-    assert settings["schedule"]["full"]["epochs"] == presets.get_preset("study").stage("full").epochs == 5
+    assert settings["schedule"]["full"]["epochs"] == presets.get_preset("study").stage("full").epochs == 15
     assert "Fashion-MNIST" in settings["schedule_note"]
     # the median design: 5 full networks, the median by validation accuracy decomposed once
     networks = json.loads((run_dir / study.NETWORKS_FILE).read_text())
@@ -192,13 +209,17 @@ def test_study_preset_end_to_end_two_seeds(tmp_path: Path, tiny_fashion: None) -
     assert [p.name for p in run_dir.glob("seed*/decomposed.pt")] == ["decomposed.pt"]
     # GroSS at alpha 0 (once), 4 and 8 under both readings of eq. 8
     assert len(records["table2"]) == 2 * 5 and len(records["deficits"]) == 2 * 5 * 4
+    # Figure 1's profile: the same 24 configurations (fixed and ranked among them) for every network;
+    # the whole space only on the search split
     assert records["profiles"].groupby(["alpha", "reading"]).size().to_dict() == {
-        (0.0, "literal"): 504, (4.0, "literal"): 504, (4.0, "normalized"): 504, (8.0, "literal"): 504,
-        (8.0, "normalized"): 504}
+        (0.0, "literal"): 48, (4.0, "literal"): 48, (4.0, "normalized"): 48, (8.0, "literal"): 48,
+        (8.0, "normalized"): 48}
+    per_network = records["profiles"].groupby(["seed", "alpha", "reading"])["name"].apply(frozenset)
+    assert per_network.nunique() == 1 and set(records["ranking"]["name"]) <= set(per_network.iloc[0])
     assert len(records["search"]) == 2 * 252
     assert records["selections"].groupby("budget").size().to_dict() == {4: 4, 16: 4}
     assert (records["selections"]["macs"] <= records["selections"]["budget macs"]).all()
-    assert records["ranking"]["name"].nunique() == 12
+    assert records["ranking"]["name"].nunique() == 8
     assert {"1-1-1", "4-4-4", "16-16-16", "32-32-32"} <= set(records["ranking"]["name"])
     for column in ("gross accuracy", "own accuracy"):
         assert records["ranking"][column].between(0.0, 1.0).all()
@@ -621,9 +642,10 @@ def test_claims_json_from_the_committed_records(tmp_path: Path) -> None:
 
 
 def test_plans_recorded_before_the_design_existed_read_as_per_seed() -> None:
-    old = {k: v for k, v in study.StudyPlan().to_dict().items() if k not in ("design", "readings")}
+    new_fields = ("design", "readings", "n_profile")
+    old = {k: v for k, v in study.StudyPlan().to_dict().items() if k not in new_fields}
     plan = study.StudyPlan.from_dict(old)
-    assert plan.design == "per-seed" and plan.readings == ("literal",)
+    assert plan.design == "per-seed" and plan.readings == ("literal",) and plan.n_profile is None
     assert study.StudyPlan.from_dict(study.StudyPlan().to_dict()) == study.StudyPlan()
     assert study.StudyPlan().design == "median" and study.StudyPlan().n_networks == 5
     with pytest.raises(ValueError, match="design must be one of"):

@@ -13,10 +13,12 @@ One seed (:func:`run_seed`) trains, in this order, every stage through a cached
    trained on their own;
 3. the exhaustive search on the validation split; the ``top_k`` configurations under the fixed-4 and
    fixed-16 budgets trained on their own (Table 3);
-4. :func:`ranking_configs`: 12 configurations spread over the MAC range, trained on their own, so
+4. :func:`ranking_configs`: 8 configurations spread over the MAC range, trained on their own, so
    that GroSS's ranking of configurations can be checked (Kendall's tau; not in the paper);
 5. GroSS at the other temperatures and readings (alpha 0, 4, 8 under eq. 8's literal and normalized
-   readings, alpha 0 once), every configuration of every one on test.
+   readings, alpha 0 once), each evaluated on test at :func:`profile_configs`' 24 configurations
+   spread over the MAC range (``n_profile=None``: all 252, as the paper's Figure 1; the study evaluates
+   what its figures and tests need: the whole space only on the search split, for the search).
 
 :func:`run_study` runs several seeds, in parallel processes when ``jobs > 1``, and then
 :func:`collect_records` reads every result back into a few long tables written to
@@ -66,8 +68,9 @@ from ..search import select_under_budgets
 __all__ = ["ADOPTED_PLAN", "DESIGNS", "NETWORKS_FILE", "PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES",
            "SEED_DONE_FILE", "SHARED_DIR", "STUDY_FILE", "StudyInterrupted", "StudyPlan", "check_study_file",
            "choose_network", "collect_records", "export_shared", "import_shared", "load_or_collect",
-           "median_seed", "network_seed_of", "parse_config", "ranking_configs", "read_records",
-           "read_study_file", "record_shard", "run_seed", "run_study", "write_records", "write_study_file"]
+           "median_seed", "network_seed_of", "parse_config", "profile_configs", "ranking_configs",
+           "read_records", "read_study_file", "record_shard", "run_seed", "run_study", "write_records",
+           "write_study_file"]
 
 
 STUDY_FILE = "study.json"
@@ -87,7 +90,12 @@ class StudyPlan:
     fixed_group_sizes: tuple[int, ...] = presets.FIXED_GROUP_SIZES
     budget_group_sizes: tuple[int, ...] = (4, 16)
     top_k: int = 2
-    n_ranked: int = 12
+    #: configurations ranked by GroSS and trained on their own (the fixed ones among them; Kendall's tau)
+    n_ranked: int = 8
+    #: configurations of every GroSS network evaluated on the report split (Figure 1 right): the fixed
+    #: and ranked ones and others spread over the MAC range (:func:`profile_configs`), this many in all;
+    #: None: the whole search space (252 for PaperNet), as the paper plots it
+    n_profile: int | None = 24
     search_split: str = "val"
     report_split: str = "test"
     #: eq. 8's readings GroSS is trained under (grosslib.sampling; alpha 0 once, uniform in both)
@@ -107,6 +115,9 @@ class StudyPlan:
                              f"{self.fixed_group_sizes}")
         if self.top_k < 1 or self.n_ranked < 2:
             raise ValueError(f"top_k must be >= 1 and n_ranked >= 2, got {self.top_k} and {self.n_ranked}")
+        if self.n_profile is not None and self.n_profile < self.n_ranked:
+            raise ValueError(f"n_profile ({self.n_profile}) must be None (every configuration) or at least "
+                             f"n_ranked ({self.n_ranked}): the ranked configurations are among them")
         for reading in (*self.readings, self.search_reading):
             check_reading(reading)
         if not self.readings or self.search_reading not in self.readings:
@@ -128,8 +139,9 @@ class StudyPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyPlan:
         """Inverse of :meth:`to_dict`. A plan recorded before the design and the readings existed ran
-        the per-seed design under the literal reading."""
-        data = {"design": "per-seed", "readings": ["literal"], **data}
+        the per-seed design under the literal reading, and evaluated every configuration on the report
+        split."""
+        data = {"design": "per-seed", "readings": ["literal"], "n_profile": None, **data}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -160,6 +172,23 @@ def ranking_configs(net: Any, n: int = 12, include: Iterable[Sequence[int]] = ()
         candidates = [c for c in ordered if c not in chosen]
         chosen.append(max(candidates, key=lambda c: (distance(c), -macs[c], [-s for s in c])))
     return sorted(chosen, key=lambda c: (macs[c], c))
+
+
+def profile_configs(net: Any, plan: StudyPlan, fixed: Iterable[Sequence[int]]) -> list[Config] | None:
+    """The configurations every GroSS network is evaluated at on the report split: ``plan.n_profile``
+    of them spread over the MAC range (:func:`ranking_configs`), the fixed and the ranked configurations
+    among them; None (every configuration) when ``plan.n_profile`` is None. The same for every seed."""
+    if plan.n_profile is None:
+        return None
+    ranked = ranking_configs(net, plan.n_ranked, include=fixed)
+    return ranking_configs(net, plan.n_profile, include=ranked)
+
+
+def _with_picks(configs: list[Config] | None, picks: pd.DataFrame) -> list[Config] | None:
+    """``configs`` and the search's picks (their test accuracy is reported), picks last; None stays None."""
+    if configs is None:
+        return None
+    return list(dict.fromkeys([*configs, *(tuple(int(s) for s in c) for c in picks["config"])]))
 
 
 def parse_config(name: str | Sequence[int]) -> Config:
@@ -199,11 +228,14 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
         if config not in trained:
             trained[config] = exp.fixed(config)
     stage_seconds += sum(_stage_seconds(r) for r in trained.values())
+    profile = profile_configs(search_gross.net, plan, fixed.values())
     for alpha, reading in plan.variants:
         gross = exp.gross(alpha, reading)
-        if (alpha, reading) != (plan.search_alpha, plan.search_reading):
+        is_search = (alpha, reading) == (plan.search_alpha, plan.search_reading)
+        if not is_search:
             stage_seconds += _stage_seconds(gross)
-        exp.gross_evaluations(alpha, plan.report_split, gross.net, reading=reading)
+        exp.gross_evaluations(alpha, plan.report_split, gross.net, reading=reading,
+                              configs=_with_picks(profile, selections) if is_search else profile)
     path = Path(exp.seed_dir) / SEED_DONE_FILE
     previous = json.loads(path.read_text()) if path.is_file() else {}
     call_seconds = time.perf_counter() - started
@@ -667,9 +699,13 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
     records: dict[str, pd.DataFrame] = {
         "table2": collectors.table2_records(experiments, sizes, alpha=plan.search_alpha),
         "deficits": collectors.deficit_records(experiments, plan.alphas, sizes, readings=plan.readings),
-        "profiles": collectors.all_config_records(experiments, plan.alphas, plan.report_split,
-                                                  readings=plan.readings),
     }
+    profiles = []
+    for exp in experiments:
+        profile = profile_configs(exp.decomposed(), plan, exp.fixed_configs(sizes).values())
+        profiles.append(collectors.all_config_records([exp], plan.alphas, plan.report_split,
+                                                      readings=plan.readings, configs=profile))
+    records["profiles"] = pd.concat(profiles, ignore_index=True)
     search, selections, ranking, timing = [], [], [], []
     for exp in experiments:
         gross = exp.gross(plan.search_alpha, plan.search_reading)
@@ -679,10 +715,9 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
         fixed = exp.fixed_configs(sizes)
         budgets = {s: fixed[s] for s in plan.budget_group_sizes}
         picks = select_under_budgets(evaluations, budgets, k=plan.top_k)
-        test = records["profiles"]
-        test = test[(test["seed"] == exp.seed) & (test["alpha"] == plan.search_alpha)
-                    & (test["reading"] == collectors.sampling_variants([plan.search_alpha],
-                                                                       [plan.search_reading])[0][1])]
+        profile = profile_configs(gross.net, plan, fixed.values())
+        test = exp.gross_evaluations(plan.search_alpha, plan.report_split, gross.net,
+                                     reading=plan.search_reading, configs=_with_picks(profile, picks))
         test = test.set_index("name")
         for row in picks.itertuples(index=False):
             budget_config = tuple(row[picks.columns.get_loc("budget config")])
