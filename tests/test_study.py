@@ -71,6 +71,8 @@ def test_plan_validation_and_round_trip() -> None:
         study.StudyPlan(budget_group_sizes=(2,))
     with pytest.raises(ValueError, match="top_k"):
         study.StudyPlan(top_k=0)
+    with pytest.raises(ValueError, match="table3_readings"):
+        study.StudyPlan(readings=("literal",), table3_readings=("literal", "normalized"))
     with pytest.raises(ValueError, match="n_profile"):
         study.StudyPlan(n_ranked=8, n_profile=6)
 
@@ -218,6 +220,11 @@ def test_study_preset_end_to_end_two_seeds(tmp_path: Path, tiny_fashion: None) -
     assert per_network.nunique() == 1 and set(records["ranking"]["name"]) <= set(per_network.iloc[0])
     assert len(records["search"]) == 2 * 252
     assert records["selections"].groupby("budget").size().to_dict() == {4: 4, 16: 4}
+    # Table 3 under both readings: each alpha-4 network searched, its picks trained on their own
+    by_reading = records["selections_by_reading"]
+    assert by_reading.groupby(["reading", "budget"]).size().to_dict() == {
+        ("literal", 4): 4, ("literal", 16): 4, ("normalized", 4): 4, ("normalized", 16): 4}
+    assert by_reading["own accuracy"].between(0.0, 1.0).all()
     assert (records["selections"]["macs"] <= records["selections"]["budget macs"]).all()
     assert records["ranking"]["name"].nunique() == 8
     assert {"1-1-1", "4-4-4", "16-16-16", "32-32-32"} <= set(records["ranking"]["name"])
@@ -642,10 +649,11 @@ def test_claims_json_from_the_committed_records(tmp_path: Path) -> None:
 
 
 def test_plans_recorded_before_the_design_existed_read_as_per_seed() -> None:
-    new_fields = ("design", "readings", "n_profile")
+    new_fields = ("design", "readings", "n_profile", "table3_readings")
     old = {k: v for k, v in study.StudyPlan().to_dict().items() if k not in new_fields}
     plan = study.StudyPlan.from_dict(old)
     assert plan.design == "per-seed" and plan.readings == ("literal",) and plan.n_profile is None
+    assert plan.table3_readings == ("literal",)
     assert study.StudyPlan.from_dict(study.StudyPlan().to_dict()) == study.StudyPlan()
     assert study.StudyPlan().design == "median" and study.StudyPlan().n_networks == 5
     with pytest.raises(ValueError, match="design must be one of"):

@@ -12,7 +12,8 @@ One seed (:func:`run_seed`) trains, in this order, every stage through a cached
 2. GroSS at the search temperature (alpha 4, eq. 8 read literally), the fixed baselines 1/4/16/32
    trained on their own;
 3. the exhaustive search on the validation split; the ``top_k`` configurations under the fixed-4 and
-   fixed-16 budgets trained on their own (Table 3);
+   fixed-16 budgets trained on their own (Table 3); the same for alpha 4 under the other reading of
+   eq. 8 (``table3_readings``);
 4. :func:`ranking_configs`: 8 configurations spread over the MAC range, trained on their own, so
    that GroSS's ranking of configurations can be checked (Kendall's tau; not in the paper);
 5. GroSS at the other temperatures and readings (alpha 0, 4, 8 under eq. 8's literal and normalized
@@ -102,6 +103,9 @@ class StudyPlan:
     readings: tuple[str, ...] = ("literal", "normalized")
     #: the reading of the search network (Table 3's picks)
     search_reading: str = "literal"
+    #: the readings whose alpha-``search_alpha`` GroSS network is searched and whose picks are trained on
+    #: their own (Table 3 per reading); ``search_reading`` among them (claims 2 and 4, the ranking)
+    table3_readings: tuple[str, ...] = ("literal", "normalized")
     #: 'median': n_networks full networks, the median by validation accuracy decomposed once and every
     #: later stage trained per seed from it (the paper's design); 'per-seed': each seed its own network
     design: str = "median"
@@ -123,6 +127,10 @@ class StudyPlan:
         if not self.readings or self.search_reading not in self.readings:
             raise ValueError(f"search_reading {self.search_reading!r} must be one of the readings "
                              f"{self.readings}")
+        if self.search_reading not in self.table3_readings or not set(self.table3_readings) <= set(
+                self.readings):
+            raise ValueError(f"table3_readings {self.table3_readings} must be among the readings "
+                             f"{self.readings} and include search_reading {self.search_reading!r}")
         if self.design not in DESIGNS:
             raise ValueError(f"design must be one of {DESIGNS}, got {self.design!r}")
         if self.n_networks < 1:
@@ -141,7 +149,8 @@ class StudyPlan:
         """Inverse of :meth:`to_dict`. A plan recorded before the design and the readings existed ran
         the per-seed design under the literal reading, and evaluated every configuration on the report
         split."""
-        data = {"design": "per-seed", "readings": ["literal"], "n_profile": None, **data}
+        data = {"design": "per-seed", "readings": ["literal"], "n_profile": None,
+                "table3_readings": [data.get("search_reading", "literal")], **data}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -218,24 +227,26 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
     trained: dict[Config, Any] = {}
     for config in fixed.values():
         trained[config] = exp.fixed(config)
-    evaluations = exp.gross_evaluations(plan.search_alpha, plan.search_split, search_gross.net,
-                                        reading=plan.search_reading)
-    budgets = {s: fixed[s] for s in plan.budget_group_sizes}
-    selections = select_under_budgets(evaluations, budgets, k=plan.top_k)
-    ranked = ranking_configs(search_gross.net, plan.n_ranked, include=fixed.values())
-    for config in [*selections["config"], *ranked]:
-        config = tuple(config)
-        if config not in trained:
-            trained[config] = exp.fixed(config)
+    picks = {}
+    for reading in _table3_order(plan):         # the search reading first, then the others (Table 3)
+        picks[reading] = _picks(exp, plan, reading, fixed)
+        configs = [*picks[reading]["config"]]
+        if reading == plan.search_reading:
+            configs += ranking_configs(search_gross.net, plan.n_ranked, include=fixed.values())
+        for config in map(tuple, configs):
+            if config not in trained:
+                trained[config] = exp.fixed(config)
     stage_seconds += sum(_stage_seconds(r) for r in trained.values())
     profile = profile_configs(search_gross.net, plan, fixed.values())
+    counted = {(plan.search_alpha, plan.search_reading)}
     for alpha, reading in plan.variants:
         gross = exp.gross(alpha, reading)
-        is_search = (alpha, reading) == (plan.search_alpha, plan.search_reading)
-        if not is_search:
+        if (alpha, reading) not in counted:
             stage_seconds += _stage_seconds(gross)
+            counted.add((alpha, reading))
+        searched = alpha == plan.search_alpha and reading in picks
         exp.gross_evaluations(alpha, plan.report_split, gross.net, reading=reading,
-                              configs=_with_picks(profile, selections) if is_search else profile)
+                              configs=_with_picks(profile, picks[reading]) if searched else profile)
     path = Path(exp.seed_dir) / SEED_DONE_FILE
     previous = json.loads(path.read_text()) if path.is_file() else {}
     call_seconds = time.perf_counter() - started
@@ -247,6 +258,19 @@ def run_seed(exp: Any, plan: StudyPlan = StudyPlan()) -> dict[str, Any]:
                "training_seconds": stage_seconds, "configs_trained_alone": [config_name(c) for c in trained]}
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _table3_order(plan: StudyPlan) -> list[str]:
+    return [plan.search_reading, *(r for r in plan.table3_readings if r != plan.search_reading)]
+
+
+def _picks(exp: Any, plan: StudyPlan, reading: str, fixed: dict[int, Config]) -> pd.DataFrame:
+    """The search (Table 3) of one seed's alpha-``search_alpha`` GroSS network under ``reading``: the
+    ``top_k`` configurations under each budget on the search split (:func:`select_under_budgets`)."""
+    gross = exp.gross(plan.search_alpha, reading)
+    evaluations = exp.gross_evaluations(plan.search_alpha, plan.search_split, gross.net, reading=reading)
+    budgets = {s: fixed[s] for s in plan.budget_group_sizes}
+    return select_under_budgets(evaluations, budgets, k=plan.top_k)
 
 
 def _stage_seconds(result: Any) -> float:
@@ -683,8 +707,9 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
     Tables: ``table2`` (:func:`grosslib.records.table2_records`), ``deficits``
     (:func:`~grosslib.records.deficit_records`), ``profiles`` (every configuration of every alpha on
     the report split), ``search`` (every configuration on the search split at the search alpha),
-    ``selections`` (per seed the picks under each budget with their own-trained and GroSS test
-    accuracy, and the budget's fixed accuracy), ``ranking`` (the ranked configurations: GroSS vs own
+    ``selections`` (per seed the search reading's picks under each budget with their own-trained and
+    GroSS test accuracy, and the budget's fixed accuracy; ``selections_by_reading``: every reading of
+    ``table3_readings``), ``ranking`` (the ranked configurations: GroSS vs own
     test accuracy) and ``seeds`` (timing). Written to ``<run_dir>/records.json`` with ``study.json``'s
     settings when ``write``.
     """
@@ -713,22 +738,27 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
                                             reading=plan.search_reading)
         search.append(evaluations.assign(seed=exp.seed))
         fixed = exp.fixed_configs(sizes)
-        budgets = {s: fixed[s] for s in plan.budget_group_sizes}
-        picks = select_under_budgets(evaluations, budgets, k=plan.top_k)
         profile = profile_configs(gross.net, plan, fixed.values())
-        test = exp.gross_evaluations(plan.search_alpha, plan.report_split, gross.net,
-                                     reading=plan.search_reading, configs=_with_picks(profile, picks))
-        test = test.set_index("name")
-        for row in picks.itertuples(index=False):
-            budget_config = tuple(row[picks.columns.get_loc("budget config")])
-            selections.append({
-                "seed": exp.seed, "budget": int(row.budget), "budget name": config_name(budget_config),
-                "budget macs": int(row[picks.columns.get_loc("budget macs")]), "rank": int(row.rank),
-                "name": row.name, "macs": int(row.macs), "gross val accuracy": float(row.accuracy),
-                "gross test accuracy": float(test.loc[row.name, "accuracy"]),
-                "own accuracy": exp.fixed(tuple(row.config)).test_accuracy,
-                "budget own accuracy": exp.fixed(budget_config).test_accuracy,
-                "budget gross test accuracy": float(test.loc[config_name(budget_config), "accuracy"])})
+        for reading in _table3_order(plan):
+            picks = _picks(exp, plan, reading, fixed)
+            searched = exp.gross(plan.search_alpha, reading).net
+            reading_test = exp.gross_evaluations(plan.search_alpha, plan.report_split, searched,
+                                                 reading=reading, configs=_with_picks(profile, picks))
+            reading_test = reading_test.set_index("name")
+            if reading == plan.search_reading:
+                test = reading_test
+            for row in picks.itertuples(index=False):
+                budget_config = tuple(row[picks.columns.get_loc("budget config")])
+                selections.append({
+                    "seed": exp.seed, "reading": reading, "budget": int(row.budget),
+                    "budget name": config_name(budget_config),
+                    "budget macs": int(row[picks.columns.get_loc("budget macs")]), "rank": int(row.rank),
+                    "name": row.name, "macs": int(row.macs), "gross val accuracy": float(row.accuracy),
+                    "gross test accuracy": float(reading_test.loc[row.name, "accuracy"]),
+                    "own accuracy": exp.fixed(tuple(row.config)).test_accuracy,
+                    "budget own accuracy": exp.fixed(budget_config).test_accuracy,
+                    "budget gross test accuracy": float(
+                        reading_test.loc[config_name(budget_config), "accuracy"])})
         for config in ranking_configs(gross.net, plan.n_ranked, include=fixed.values()):
             name = config_name(config)
             ranking.append({"seed": exp.seed, "name": name, "macs": int(test.loc[name, "macs"]),
@@ -742,7 +772,11 @@ def collect_records(run_dir: str | Path, seeds: Sequence[int] | None = None, *, 
                        "configs trained alone": len(info.get("configs_trained_alone", [])),
                        "full test accuracy": exp.full_network()[1].test_accuracy})
     records["search"] = pd.concat(search, ignore_index=True)
-    records["selections"] = pd.DataFrame(selections)
+    every_reading = pd.DataFrame(selections)
+    # claims 2 and 4 and Table 3's default: the search reading's picks; every reading's in their own table
+    records["selections"] = every_reading[every_reading["reading"] == plan.search_reading].reset_index(
+        drop=True)
+    records["selections_by_reading"] = every_reading
     records["ranking"] = pd.DataFrame(ranking)
     records["seeds"] = pd.DataFrame(timing)
     if write:
@@ -807,7 +841,7 @@ RECORD_TABLES: tuple[str, ...] = ("table2", "deficits", "profiles", "search", "s
 
 
 #: The plan a pipeline run (notebooks 01-05) is adopted with: each seed its own network, eq. 8 literal.
-ADOPTED_PLAN = StudyPlan(design="per-seed", readings=("literal",))
+ADOPTED_PLAN = StudyPlan(design="per-seed", readings=("literal",), table3_readings=("literal",))
 
 
 def load_or_collect(run_dir: str | Path, *, dataset: str, preset: str, seeds: Sequence[int],
