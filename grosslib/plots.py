@@ -9,20 +9,23 @@ their plots inline.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from . import paths
 
 __all__ = ["DPI", "figure_path", "plot_accuracy_all_configs", "plot_deficits", "plot_error_vs_group_size",
-           "plot_gradient_reach", "plot_learning_curves", "plot_psi_expansion", "plot_ranking",
+           "per_reading", "plot_gradient_reach", "plot_learning_curves", "plot_psi_expansion", "plot_ranking",
            "plot_sampling_distribution", "plot_search", "plot_study_table3", "plot_table2", "plot_table3",
            "save_figure", "set_style", "show"]
 
@@ -179,12 +182,14 @@ def plot_learning_curves(curves: pd.DataFrame, *, title: str | None = None) -> F
     return fig
 
 
-def plot_table2(table: pd.DataFrame, *, dataset: str = "this run") -> Figure:
+def plot_table2(table: pd.DataFrame, *, dataset: str = "this run",
+                gross_by_reading: Mapping[str, pd.DataFrame] | None = None) -> Figure:
     """Table 2 as points: accuracy against MACs for this run (left) and the paper's CIFAR-10 (right).
 
     ``table`` is :func:`grosslib.tables.table2`' output (index: network). Circles: each network trained
     on its own (for fixed configurations: decomposed, reconstructed and fine-tuned alone); triangles:
-    the GroSS network at the same configuration; star: the full network.
+    the GroSS network at the same configuration; star: the full network. ``gross_by_reading``: reading
+    of eq. 8 -> its Table 2, whose GroSS column is drawn instead, one line per reading.
     """
     fixed = table[table.index != "full"].sort_values("MACs (M)")
     full = table.loc["full"] if "full" in table.index else None
@@ -196,9 +201,16 @@ def plot_table2(table: pd.DataFrame, *, dataset: str = "this run") -> Figure:
     if has_paper:
         panels.append((axes[0, 1], "paper MACs (M)", "paper median (%)", "paper GroSS (%)",
                        "paper, CIFAR-10: test accuracy (median)"))
-    for ax, macs, own, gross, title in panels:
+    for i, (ax, macs, own, gross, title) in enumerate(panels):
         ax.plot(fixed[macs], fixed[own], "o-", color=palette[0], label="fixed, trained on its own")
-        ax.plot(fixed[macs], fixed[gross], "^--", color=palette[1], label="GroSS at the same configuration")
+        if i == 0 and gross_by_reading:
+            for j, (reading, other) in enumerate(gross_by_reading.items()):
+                other = other.loc[fixed.index]
+                ax.plot(other[macs], other[gross], ("^--", "v:")[j % 2], color=palette[(1 + 2 * j) % 10],
+                        label=f"GroSS at the same configuration (eq. 8 {reading})")
+        else:
+            ax.plot(fixed[macs], fixed[gross], "^--", color=palette[1],
+                    label="GroSS at the same configuration")
         if full is not None:
             ax.plot([full[macs]], [full[own]], "*", ms=14, color=palette[2], label="full network")
         _config_labels(ax, list(fixed[macs]), list(fixed[own]), list(fixed.index))
@@ -210,13 +222,30 @@ def plot_table2(table: pd.DataFrame, *, dataset: str = "this run") -> Figure:
     return fig
 
 
-def plot_deficits(table: pd.DataFrame) -> Figure:
+def _reading_title(title: str, reading: str | None) -> str:
+    return title if reading is None else f"{title}\n(eq. 8 read {reading})"
+
+
+def per_reading(plot: Callable[..., Figure], frames: Mapping[str, Any], *, width: float = 6.4,
+                height: float = 3.9, **options: Any) -> Figure:
+    """One panel per reading of eq. 8: ``plot(frames[reading], reading=reading, ax=panel, **options)``
+    side by side, y axes shared (e.g. ``per_reading(plot_deficits, {"literal": t1, "normalized": t2})``)."""
+    fig, axes = plt.subplots(1, len(frames), figsize=(width * len(frames), height), sharey=True,
+                             squeeze=False)
+    for ax, (reading, frame) in zip(axes[0], frames.items()):
+        plot(frame, reading=reading, ax=ax, **options)
+    fig.tight_layout()
+    return fig
+
+
+def plot_deficits(table: pd.DataFrame, *, reading: str | None = None, ax: Axes | None = None) -> Figure:
     """Figure 1, left: GroSS minus the configuration trained on its own, at the fixed configurations.
 
     ``table`` is :func:`grosslib.tables.deficits`' output; one line per alpha; error bars are the std
-    over replicates where there are several.
+    over replicates where there are several. ``reading``: eq. 8's reading, named in the title; ``ax``:
+    draw there (:func:`per_reading`).
     """
-    fig, ax = plt.subplots(figsize=(6.4, 3.9))
+    fig, ax = plt.subplots(figsize=(6.4, 3.9)) if ax is None else (ax.figure, ax)
     names = list(dict.fromkeys(table.sort_values("group size")["name"]))
     palette = sns.color_palette("colorblind")
     for j, (alpha, part) in enumerate(table.groupby("alpha", sort=True)):
@@ -230,7 +259,7 @@ def plot_deficits(table: pd.DataFrame) -> Figure:
     ax.set_xticklabels(names)
     ax.set_xlabel("configuration (fixed baseline)")
     ax.set_ylabel("GroSS − trained on its own (pp)")
-    ax.set_title("accuracy deficit of GroSS at the fixed configurations")
+    ax.set_title(_reading_title("accuracy deficit of GroSS at the fixed configurations", reading))
     ax.legend(title="temperature", fontsize="small", title_fontsize="small")
     fig.tight_layout()
     return fig
@@ -243,14 +272,16 @@ def _front(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_accuracy_all_configs(table: pd.DataFrame, fixed: pd.DataFrame | None = None, *,
-                              split: str = "test") -> Figure:
+                              split: str = "test", reading: str | None = None,
+                              ax: Axes | None = None) -> Figure:
     """Figure 1, right: accuracy of every configuration against MACs, one colour per alpha.
 
     ``table``: alpha, macs, accuracy (fraction) per configuration (:func:`grosslib.tables.mean_over_seeds`).
     Dots: every configuration; lines: each alpha's Pareto front. ``fixed`` (optional: macs, accuracy):
-    the fixed configurations trained on their own, as black crosses.
+    the fixed configurations trained on their own, as black crosses. ``reading``, ``ax``: as for
+    :func:`plot_deficits`.
     """
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    fig, ax = plt.subplots(figsize=(7.2, 4.4)) if ax is None else (ax.figure, ax)
     palette = sns.color_palette("colorblind")
     for j, (alpha, part) in enumerate(table.groupby("alpha", sort=True)):
         colour = palette[j % len(palette)]
@@ -262,7 +293,9 @@ def plot_accuracy_all_configs(table: pd.DataFrame, fixed: pd.DataFrame | None = 
         ax.plot(fixed["macs"] / 1e6, 100.0 * fixed["accuracy"], "kX", ms=8, label="fixed, trained on its own")
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel(f"{split} accuracy (%)")
-    ax.set_title("GroSS accuracy of every configuration, by sampling temperature")
+    evaluated = table.groupby("alpha")["macs"].size().max() if len(table) else 0
+    ax.set_title(_reading_title(f"GroSS accuracy of {evaluated} configurations, by sampling temperature",
+                                reading))
     ax.legend(fontsize="x-small", loc="lower right")
     fig.tight_layout()
     return fig
@@ -339,14 +372,16 @@ def plot_table3(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_study_table3(table: pd.DataFrame, *, dataset: str = "this study") -> Figure:
+def plot_study_table3(table: pd.DataFrame, *, dataset: str = "this study", reading: str | None = None,
+                      ax: Axes | None = None) -> Figure:
     """Table 3 over seeds beside the paper's: gain of each search rank over its fixed budget (pp).
 
     ``table`` is :func:`grosslib.report.table3`' output. Bars: mean delta over seeds (error bars: std over
     seeds) and the paper's CIFAR-10 delta, per budget and rank; labels name the configurations.
+    ``reading``, ``ax``: as for :func:`plot_deficits`.
     """
     picks = table[table["role"] != "fixed"].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(7.6, 3.9))
+    fig, ax = plt.subplots(figsize=(7.6, 3.9)) if ax is None else (ax.figure, ax)
     palette = sns.color_palette("colorblind")
     xs = np.arange(len(picks))
     errors = picks["delta std (pp)"].where(picks["delta std (pp)"].notna(), 0.0)
@@ -359,7 +394,7 @@ def plot_study_table3(table: pd.DataFrame, *, dataset: str = "this study") -> Fi
                         f"\npaper: {r['paper configuration']}" for _, r in picks.iterrows()],
                        fontsize="x-small")
     ax.set_ylabel("trained on its own − fixed (pp)")
-    ax.set_title("searched configurations vs the fixed baseline of their budget")
+    ax.set_title(_reading_title("searched configurations vs the fixed baseline of their budget", reading))
     ax.legend(fontsize="x-small", loc="best")
     fig.tight_layout()
     return fig

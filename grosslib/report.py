@@ -19,8 +19,9 @@ from .models import config_name
 from .study import parse_config
 
 __all__ = ["CLAIMS", "FAILED_RUN_FRACTION", "PAPER_EVIDENCE", "ascending_preference", "claim_ascending",
-           "claim_growth", "claim_search", "claim_temperature", "claims_table", "deficit_table",
-           "drop_failed_runs", "failed_runs", "kendall_tau", "ranking_table", "ranking_taus", "table2",
+           "by_reading", "claim_growth", "claim_search", "claim_temperature", "claims_table", "deficit_table",
+           "drop_failed_runs", "failed_runs", "kendall_tau", "ranking_table", "ranking_taus", "selections_of",
+           "stack_by_reading", "table2",
            "table3"]
 
 #: The paper's four claims, as checked here (wording ours).
@@ -158,6 +159,53 @@ def table2(records: pd.DataFrame) -> pd.DataFrame:
 def deficit_table(records: pd.DataFrame) -> pd.DataFrame:
     """Figure 1 left in numbers: mean deficit (pp) per alpha and fixed configuration (and its std)."""
     return tables.deficits(records)
+
+
+def selections_of(records: Mapping[str, pd.DataFrame], reading: str) -> pd.DataFrame | None:
+    """The search's picks of the alpha-4 GroSS network under ``reading`` (``selections_by_reading``);
+    records without that table searched only one reading: ``selections`` for it, None for any other."""
+    by_reading = records.get("selections_by_reading")
+    if by_reading is not None and len(by_reading) and "reading" in by_reading:
+        part = by_reading[by_reading["reading"] == reading]
+        return part.reset_index(drop=True) if len(part) else None
+    searched = records["selections"]
+    label = str(searched["reading"].iloc[0]) if "reading" in searched and len(searched) else "literal"
+    return searched if reading == label else None
+
+
+def by_reading(records: Mapping[str, pd.DataFrame], alpha: float = 4.0,
+               bins: int = 3) -> dict[str, dict[str, Any]]:
+    """Tables 2-3 and Figure 1 once per reading of eq. 8 the study trained (alpha 0 in both).
+
+    Per reading: ``table2`` (:func:`table2`, its GroSS column from the alpha-``alpha`` network of that
+    reading), ``deficits`` (:func:`deficit_table`), ``flatness`` (:func:`tables.profile_flatness`),
+    ``profiles`` (:func:`tables.mean_over_seeds` of every configuration evaluated), ``own_fixed``,
+    ``by_cost`` (:func:`tables.profile_by_cost`) and ``table3`` (:func:`table3`; None where the study
+    did not search that reading).
+    """
+    out = {}
+    for reading in tables.readings(records["deficits"]):
+        deficit_rows = tables.reading_rows(records["deficits"], reading)
+        deficits = deficit_table(deficit_rows)
+        profiles = tables.mean_over_seeds(tables.reading_rows(records["profiles"], reading))
+        selections = selections_of(records, reading)
+        gross_at_fixed = tables.table2_at_reading(records["table2"], records["deficits"], reading, alpha)
+        out[reading] = {
+            "table2": table2(gross_at_fixed),
+            "deficits": deficits, "flatness": tables.profile_flatness(deficits), "profiles": profiles,
+            "own_fixed": tables.own_fixed_accuracy(deficit_rows),
+            "by_cost": tables.profile_by_cost(profiles, bins=bins),
+            "table3": None if selections is None else table3(selections)}
+    return out
+
+
+def stack_by_reading(views: Mapping[str, Mapping[str, Any]], key: str) -> pd.DataFrame:
+    """One table of :func:`by_reading`'s ``key`` for every reading that has it, readings as the outer
+    index level (e.g. ``stack_by_reading(views, "flatness")``)."""
+    frames = {reading: view[key] for reading, view in views.items() if view.get(key) is not None}
+    if not frames:
+        raise ValueError(f"no reading has a {key!r} table")
+    return pd.concat(frames, names=["reading"])
 
 
 def table3(selections: pd.DataFrame) -> pd.DataFrame:

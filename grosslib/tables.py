@@ -22,8 +22,37 @@ from .records import percent as _pct
 __all__ = ["PAPER_GROSS_AT_FIXED", "PAPER_NOTE", "PAPER_TABLE2", "PAPER_TABLE3", "ascending_share",
            "best_alpha_per_band", "by_alpha", "curve_endpoints", "deficits", "deficits_by_alpha",
            "diverged", "diverged_stages", "is_ascending", "learning_curves", "mean_over_seeds",
-           "own_fixed_accuracy", "picks_summary", "profile_by_cost", "profile_flatness", "summarise",
-           "table2", "table3"]
+           "own_fixed_accuracy", "picks_summary", "profile_by_cost", "profile_flatness", "reading_rows",
+           "readings", "summarise", "table2", "table2_at_reading", "table3"]
+
+#: The two readings of equation 8 (docs/method.md, grosslib.sampling); alpha 0 is uniform under both.
+READINGS: tuple[str, ...] = ("literal", "normalized")
+
+
+def _labels(frame: pd.DataFrame) -> pd.Series:
+    return frame["reading"].map(lambda r: "literal" if r is None or pd.isna(r) else str(r))
+
+
+def readings(frame: pd.DataFrame) -> list[str]:
+    """The readings of equation 8 in a table with ``alpha`` and ``reading`` columns: ``literal`` first,
+    then ``normalized``, then any other.
+
+    From the ``reading`` labels of the rows with alpha != 0 (a missing label counts as ``literal``);
+    ``["literal"]`` without a ``reading`` column.
+    """
+    if "reading" not in frame:
+        return ["literal"]
+    labels = _labels(frame)
+    present = set(labels[frame["alpha"].astype(float) != 0.0])
+    return [r for r in READINGS if r in present] + sorted(present - set(READINGS)) or ["literal"]
+
+
+def reading_rows(frame: pd.DataFrame, reading: str) -> pd.DataFrame:
+    """The rows of one reading: those labelled ``reading`` and every alpha 0 row (uniform under both);
+    a table without a ``reading`` column (recorded before the readings existed: literal) whole."""
+    if "reading" not in frame:
+        return frame
+    return frame[(_labels(frame) == reading) | (frame["alpha"].astype(float) == 0.0)]
 
 #: Table 2 of the paper (CIFAR-10 test accuracy in %, MACs in millions), from ``docs/method.md``.
 PAPER_TABLE2 = pd.DataFrame(
@@ -165,6 +194,20 @@ def _group_size_of(records: pd.DataFrame, network: str) -> int:
 
 def _first(frame: pd.DataFrame, column: str) -> float:
     return float(frame[column].iloc[0]) if len(frame) and not pd.isna(frame[column].iloc[0]) else math.nan
+
+
+def table2_at_reading(records: pd.DataFrame, deficit_records: pd.DataFrame, reading: str,
+                      alpha: float = 4.0) -> pd.DataFrame:
+    """:func:`table2_records` with its ``gross accuracy`` taken from GroSS at ``alpha`` under ``reading``
+    (``deficit_records``' rows of that network, per seed and group size); the full network keeps NaN."""
+    rows = reading_rows(deficit_records, reading)
+    rows = rows[rows["alpha"].astype(float) == float(alpha)]
+    gross = {(int(seed), int(size)): float(accuracy) for seed, size, accuracy in
+             zip(rows["seed"], rows["group size"], rows["gross accuracy"])}
+    out = records.copy()
+    out["gross accuracy"] = [gross.get((int(seed), int(size)), math.nan) if not _isna(size) else math.nan
+                             for seed, size in zip(out["seed"], out["group size"])]
+    return out
 
 
 def deficits(records: pd.DataFrame) -> pd.DataFrame:

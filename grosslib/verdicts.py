@@ -174,28 +174,9 @@ def search_effect(selections: pd.DataFrame) -> pd.Series:
 
 
 # --------------------------------------------------------------------------------------------- claim 3
-def readings(deficits: pd.DataFrame) -> list[str]:
-    """The readings of equation 8 in ``deficits``: ``literal`` first, then ``normalized``, then any other.
-
-    From the ``reading`` labels of the rows with alpha != 0 (a missing label counts as ``literal``);
-    ``["literal"]`` without a ``reading`` column.
-    """
-    if "reading" not in deficits:
-        return ["literal"]
-    labels = _labels(deficits)
-    present = set(labels[deficits["alpha"].astype(float) != 0.0])
-    return [r for r in READINGS if r in present] + sorted(present - set(READINGS)) or ["literal"]
-
-
-def _labels(deficits: pd.DataFrame) -> pd.Series:
-    return deficits["reading"].map(lambda r: "literal" if r is None or pd.isna(r) else str(r))
-
-
-def _reading_rows(deficits: pd.DataFrame, reading: str) -> pd.DataFrame:
-    """The rows of one reading: those labelled ``reading`` and every alpha 0 row (uniform under both)."""
-    if "reading" not in deficits:
-        return deficits
-    return deficits[(_labels(deficits) == reading) | (deficits["alpha"].astype(float) == 0.0)]
+#: the readings of eq. 8 present in a deficits table (:func:`grosslib.tables.readings`)
+readings = tables.readings
+_reading_rows = tables.reading_rows
 
 
 def deficit_flatness(deficits: pd.DataFrame, reading: str = "literal") -> pd.DataFrame:

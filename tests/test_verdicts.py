@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from grosslib import report, tables, verdicts
+from grosslib import plots, report, tables, verdicts
 from grosslib.study import read_records
 
 REAL_RECORDS = Path(__file__).resolve().parents[1] / "results" / "fashion-mnist-study" / "records.json"
@@ -310,3 +310,79 @@ def test_claims_json_on_the_real_records() -> None:
     deltas = t3[t3["role"] != "fixed"]
     picks = verdicts.search_effects(records["selections"]).mean()
     assert picks.tolist() == pytest.approx(deltas["delta wrt fixed (pp)"].tolist(), abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------------- per reading
+def profile_records() -> pd.DataFrame:
+    deficits = deficit_records()
+    return deficits.assign(accuracy=deficits["gross accuracy"])[
+        ["seed", "alpha", "reading", "config", "name", "macs", "accuracy"]]
+
+
+def test_reading_rows_keep_alpha_0_in_both_readings() -> None:
+    deficits = deficit_records()
+    normalized = tables.reading_rows(deficits, "normalized")
+    assert set(zip(normalized["alpha"], normalized["reading"])) == {
+        (0.0, "literal"), (4.0, "normalized"), (8.0, "normalized")}
+    assert tables.readings(deficits) == ["literal", "normalized"]
+    old = deficit_records(with_reading=False)
+    assert tables.reading_rows(old, "literal") is old and tables.readings(old) == ["literal"]
+
+
+def test_table2_at_reading_takes_gross_from_that_readings_network() -> None:
+    deficits = deficit_records()
+    out = tables.table2_at_reading(table2_records(), deficits, "normalized", alpha=4.0)
+    assert out["gross accuracy"][out["network"] == "full"].isna().all()
+    for seed, size, gross in zip(out["seed"], out["group size"], out["gross accuracy"]):
+        if math.isnan(size):
+            continue
+        k = SIZES.index(int(size))
+        if seed in FLATNESS["normalized"]:             # deficit -s, s, -s, s with s = std of alpha 4
+            std = FLATNESS["normalized"][seed][4.0]
+            assert gross == pytest.approx(0.80 + 0.01 * k + alternating(std)[k] / 100)
+        else:
+            assert math.isnan(gross)                   # seed 2 has no GroSS record
+    assert (out.drop(columns="gross accuracy").equals(table2_records().drop(columns="gross accuracy")))
+
+
+def test_by_reading_builds_tables_2_3_and_figure_1_per_reading() -> None:
+    records = {**synthetic_records(), "profiles": profile_records()}
+    by_reading = report.selections_of(records, "normalized")
+    assert by_reading is None                            # only one reading searched: Table 3 for it alone
+    normalized_picks = selection_records().assign(reading="normalized", **{"own accuracy": 0.5})
+    records["selections_by_reading"] = pd.concat([selection_records().assign(reading="literal"),
+                                                  normalized_picks], ignore_index=True)
+    views = report.by_reading(records)
+    assert list(views) == ["literal", "normalized"]
+    normalized = views["normalized"]
+    assert sorted(normalized["deficits"]["alpha"].unique()) == [0.0, 4.0, 8.0]
+    at_4 = normalized["deficits"][normalized["deficits"]["alpha"] == 4.0].sort_values("group size")
+    # mean over seeds 0 (std 1) and 1 (std 0) of the alternating deficits: -0.5, 0.5, -0.5, 0.5
+    assert at_4["deficit (pp)"].tolist() == pytest.approx([-0.5, 0.5, -0.5, 0.5])
+    assert normalized["flatness"].loc[4.0, "std of deficits (pp)"] == pytest.approx(0.5)
+    assert normalized["flatness"].loc[8.0, "std of deficits (pp)"] == pytest.approx(2.0)
+    picks = normalized["table3"][normalized["table3"]["role"] != "fixed"]
+    assert picks["own (%)"].tolist() == pytest.approx([50.0] * len(picks))
+    literal_picks = views["literal"]["table3"]
+    assert literal_picks.equals(report.table3(selection_records().assign(reading="literal")))
+    assert set(normalized["profiles"]["alpha"]) == {0.0, 4.0, 8.0}
+
+
+def test_per_reading_draws_one_panel_per_reading() -> None:
+    records = {**synthetic_records(), "profiles": profile_records()}
+    views = report.by_reading(records)
+    fig = plots.per_reading(plots.plot_deficits, {r: v["deficits"] for r, v in views.items()})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 and "literal" in titles[0] and "normalized" in titles[1]
+    fig = plots.per_reading(plots.plot_accuracy_all_configs, {r: v["profiles"] for r, v in views.items()})
+    assert [len(ax.collections) for ax in fig.axes] == [3, 3]     # one scatter per alpha in each panel
+
+
+def test_stack_by_reading_puts_the_readings_outside() -> None:
+    views = report.by_reading({**synthetic_records(), "profiles": profile_records()})
+    stacked = report.stack_by_reading(views, "flatness")
+    assert stacked.index.names == ["reading", "alpha"]
+    assert stacked.loc[("normalized", 4.0), "std of deficits (pp)"] == pytest.approx(0.5)
+    assert list(report.stack_by_reading(views, "table3").index.get_level_values(0).unique()) == ["literal"]
+    with pytest.raises(ValueError, match="no reading"):
+        report.stack_by_reading({"literal": {"table3": None}}, "table3")

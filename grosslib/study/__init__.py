@@ -832,6 +832,8 @@ def read_records(path: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, A
             if column in frame:
                 frame[column] = frame[column].map(
                     lambda c: parse_config(c) if isinstance(c, (str, list)) else None)
+        if "alpha" in frame and "reading" not in frame:
+            frame["reading"] = "literal"      # recorded before eq. 8's readings existed: read literally
         records[name] = frame
     return records, study
 
