@@ -686,3 +686,19 @@ def test_a_study_continues_elsewhere_from_its_exported_network(tmp_path: Path) -
         study.import_shared(tmp_path / "shared", tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="holds no exported study"):
         study.import_shared(tmp_path / "nothing", tmp_path / "c")
+
+
+@pytest.mark.slow
+def test_median_design_trains_the_full_networks_jobs_at_a_time(tmp_path: Path) -> None:
+    """``jobs > 1``: the 5 full networks train in parallel seed processes (even for one later seed), then
+    the median is chosen from them and decomposed once."""
+    run_dir = tmp_path / "study"
+    study.run_study(run_dir, dataset="digits", preset="tiny", seeds=[0], jobs=2, threads=1, data_limit=64,
+                    collect=False)
+    for seed in range(5):
+        log = (run_dir / f"seed{seed}" / "study.log").read_text()
+        assert '"full network"' in log and (run_dir / f"seed{seed}" / "full" / "done.json").is_file()
+    networks = json.loads((run_dir / study.NETWORKS_FILE).read_text())
+    val = {int(s): a for s, a in networks["val_accuracy"].items()}
+    assert sorted(val) == list(range(5)) and networks["median_seed"] == study.median_seed(val)
+    assert [p.parent.name for p in run_dir.glob("seed*/decomposed.pt")] == [f"seed{networks['median_seed']}"]

@@ -482,11 +482,17 @@ def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: st
                      data_limit=data_limit, overrides=overrides)
     settings = {"dataset": dataset, "preset": preset, "run_dir": run_dir, "device": device,
                 "data_limit": data_limit, "overrides": overrides}
+    network_jobs = max(1, min(int(jobs), plan.n_networks))
     jobs = max(1, min(int(jobs), len(seeds)))
+    threads_given = threads
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     started, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat(timespec="seconds")
     network_seed = None
     if plan.design == "median":
+        if network_jobs > 1 and not (run_dir / NETWORKS_FILE).is_file():   # the full networks, in parallel
+            _run_in_processes(run_dir, list(range(plan.n_networks)), network_jobs,
+                              threads_given or max(1, (os.cpu_count() or 1) // network_jobs),
+                              extra=("--full-network-only",))
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         try:
             with _on_signals(_raise_interrupted):
@@ -633,8 +639,9 @@ def _stop_children(running: dict[int, tuple[subprocess.Popen, Any, Path]], hurry
 
 
 def _run_in_processes(run_dir: Path, seeds: Sequence[int], jobs: int, threads: int, *, poll: float = 2.0,
-                      grace: float = 10.0) -> None:
-    """One ``python -m grosslib.study seed`` process per seed, ``jobs`` at a time.
+                      grace: float = 10.0, extra: Sequence[str] = ()) -> None:
+    """One ``python -m grosslib.study seed`` process per seed (``extra``: more of its arguments, e.g.
+    ``--full-network-only``), ``jobs`` at a time.
 
     Each child leads its own session, so a terminal's Ctrl-C reaches only this process, which stops
     the children itself: on SIGINT or SIGTERM every child gets SIGTERM, then SIGKILL after ``grace``
@@ -667,7 +674,7 @@ def _run_in_processes(run_dir: Path, seeds: Sequence[int], jobs: int, threads: i
                     log = run_dir / f"seed{seed}" / "study.log"
                     log.parent.mkdir(parents=True, exist_ok=True)
                     command = [sys.executable, "-m", "grosslib.study", "seed", "--run-dir", str(run_dir),
-                               "--seed", str(seed), "--threads", str(threads)]
+                               "--seed", str(seed), "--threads", str(threads), *extra]
                     handle = open(log, "a")
                     try:
                         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,

@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--run-dir", required=True)
     one.add_argument("--seed", type=int, required=True)
     one.add_argument("--threads", type=int, default=1)
+    one.add_argument("--full-network-only", action="store_true",
+                     help="train only this seed's full network (the median design's first stage)")
     return parser
 
 
@@ -284,8 +286,12 @@ def _seed(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     study = read_study_file(args.run_dir)
     plan = StudyPlan.from_dict(study["plan"])
-    exp = _experiments({**study, "run_dir": Path(args.run_dir)}, [args.seed],
-                       network_seed_of(args.run_dir, plan))[0]
+    settings = {**study, "run_dir": Path(args.run_dir)}
+    if args.full_network_only:             # the median design's first stage, several networks at once
+        _, result = _experiments(settings, [args.seed])[0].full_network()
+        print(json.dumps({"seed": args.seed, "full network": result.final}), flush=True)
+        return 0
+    exp = _experiments(settings, [args.seed], network_seed_of(args.run_dir, plan))[0]
     summary = run_seed(exp, plan)
     print(json.dumps(summary), flush=True)
     return 0
