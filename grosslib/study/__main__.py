@@ -69,6 +69,10 @@ def study_design(run_dir: str | Path, study: dict[str, Any]) -> dict[str, Any]:
         design.update({"n_networks": len(info["seeds"]), "decomposed_network": f"seed{info['median_seed']}",
                        "rule": info["rule"], "full_val_accuracy": info["val_accuracy"],
                        "full_test_accuracy": info["test_accuracy"]})
+        done = {s: Path(run_dir) / f"seed{s}" / "full" / "done.json" for s in info["seeds"]}
+        if all(path.is_file() for path in done.values()):      # not in an imported directory
+            design["full_network_training_seconds"] = {
+                str(s): float(json.loads(path.read_text())["wall_seconds"]) for s, path in done.items()}
     else:
         design["decomposed_network"] = "each seed's own full network"
     return design
