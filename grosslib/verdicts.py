@@ -32,7 +32,7 @@ __all__ = ["CLAIM_IDS", "CLAIM_TEXT", "METHODS", "READINGS", "STATISTICS", "TAU_
 
 METHODS: tuple[str, ...] = ("t", "bootstrap")
 #: The two readings of equation 8 (docs/method.md); alpha 0 is the uniform distribution under both.
-READINGS: tuple[str, ...] = ("literal", "normalized")
+READINGS: tuple[str, ...] = tables.READINGS
 CLAIM_IDS: tuple[str, ...] = ("1a", "1b", "2", "3", "4")
 
 #: Each claim as tested here (the wording of :data:`grosslib.report.CLAIMS`; claim 1 split in two, claim

@@ -296,16 +296,19 @@ def test_claims_json_on_the_real_records() -> None:
     seeds = sorted(int(s) for s in study["seeds"])
     out = verdicts.claims_json(records, design=study["plan"], schedule=study["schedule"])
     assert out["seeds"] == seeds
-    assert [c["id"] for c in out["claims"]] == ["1a", "1b", "2", "3", "4"]
+    readings = tables.readings(records["deficits"])        # the committed study trained both
+    assert [(c["id"], c["reading"]) for c in out["claims"]] == [
+        ("1a", None), ("1b", None), ("2", None), *(("3", r) for r in readings), ("4", None)]
     assert all(c["n"] == len(seeds) for c in out["claims"])
     assert all(c["verdict"] in ("holds", "contradicted", "inconclusive") for c in out["claims"])
     assert len(out["kendall_tau"]["per_seed"]) == len(seeds)
     json.loads(json.dumps(out))
     # per seed, the flatness is tables.profile_flatness' std of deficits; claim 2's picks average to table 3's
-    flatness = verdicts.deficit_flatness(records["deficits"])
-    for seed, part in records["deficits"].groupby("seed"):
-        expected = tables.profile_flatness(tables.deficits(part))["std of deficits (pp)"]
-        assert flatness.loc[seed, expected.index].tolist() == pytest.approx(expected.tolist(), abs=1e-9)
+    for reading in readings:
+        flatness = verdicts.deficit_flatness(records["deficits"], reading)
+        for seed, part in tables.reading_rows(records["deficits"], reading).groupby("seed"):
+            expected = tables.profile_flatness(tables.deficits(part))["std of deficits (pp)"]
+            assert flatness.loc[seed, expected.index].tolist() == pytest.approx(expected.tolist(), abs=1e-9)
     t3 = report.table3(records["selections"])
     deltas = t3[t3["role"] != "fixed"]
     picks = verdicts.search_effects(records["selections"]).mean()
