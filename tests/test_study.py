@@ -629,18 +629,28 @@ def test_run_refuses_other_settings_of_an_existing_study_in_process(
 
 
 def test_claims_json_from_the_committed_records(tmp_path: Path) -> None:
-    """claims.json of the committed 3-seed study (per-seed design, literal reading): every claim once, each
-    verdict the rule applied to its interval."""
+    """claims.json recomputed from the committed study (median design, both readings of eq. 8): every
+    claim once (claim 3 per reading), each verdict the rule applied to its interval, and the same claims
+    as the committed claims.json."""
     from grosslib import paths, verdicts
 
     records_file = paths.STUDY_RESULTS_DIR / study.RECORDS_FILE
     _, settings = study.read_records(records_file)
     (tmp_path / study.STUDY_FILE).write_text(json.dumps(settings))
     (tmp_path / study.RECORDS_FILE).write_bytes(records_file.read_bytes())
+    networks = paths.STUDY_RESULTS_DIR / study.NETWORKS_FILE
+    (tmp_path / study.NETWORKS_FILE).write_bytes(networks.read_bytes())
     claims = json.loads(cli.write_claims(tmp_path).read_text())
-    assert claims["design"]["design"] == "per-seed" and claims["design"]["readings"] == ["literal"]
+    median = json.loads(networks.read_text())["median_seed"]
+    assert claims["design"]["design"] == "median"
+    assert claims["design"]["readings"] == ["literal", "normalized"]
+    assert claims["design"]["decomposed_network"] == f"seed{median}" and len(claims["seeds"]) >= 5
     assert [(c["id"], c["reading"]) for c in claims["claims"]] == [
-        ("1a", None), ("1b", None), ("2", None), ("3", "literal"), ("4", None)]
+        ("1a", None), ("1b", None), ("2", None), ("3", "literal"), ("3", "normalized"), ("4", None)]
+    committed = json.loads((paths.STUDY_RESULTS_DIR / cli.CLAIMS_FILE).read_text())
+    for ours, theirs in zip(claims["claims"], committed["claims"], strict=True):   # records.json rounds
+        assert ours["verdict"] == theirs["verdict"] and ours["estimate"] == pytest.approx(theirs["estimate"])
+        assert ours["ci95"] == pytest.approx(theirs["ci95"])
     for claim in claims["claims"]:
         assert claim["n"] == len(claims["seeds"]) == len(settings["seeds"])
         assert claim["verdict"] == verdicts.verdict(claim["ci95"])
