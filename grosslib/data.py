@@ -14,7 +14,9 @@ seeded train / validation / test splits:
 Training batches come from :func:`iterate_batches`, which keeps the whole split on the training
 device and augments whole batches with a few vectorised ops (``benchmarks/bench_train.py`` compares
 it with the conventional per-sample torchvision pipeline). :func:`check_available` tells, without
-loading, whether a dataset can be loaded here.
+loading, whether a dataset can be loaded here. :class:`LoaderSplits` holds DataLoaders (or any
+re-iterable of batches) instead, for data that does not fit in memory; :func:`split_batches` yields the
+batches of either kind.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from grosslib.paths import FASHION_MNIST_DEBIAN_DIR, data_dir
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "DATASET_NAMES", "DatasetNotFoundError", "DatasetSplits",
            "FASHION_MNIST_CLASSES", "FASHION_MNIST_MD5", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
-           "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "Split", "check_available", "iterate_batches",
-           "load_dataset", "num_batches", "random_crop_flip", "read_idx"]
+           "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "LoaderSplits", "Split", "check_available",
+           "iterate_batches", "load_dataset", "num_batches", "random_crop_flip", "read_idx", "split_batches",
+           "split_size"]
 
 DATASET_NAMES: tuple[str, ...] = ("digits", "cifar10", "fashion-mnist")
 
@@ -553,3 +556,118 @@ def iterate_batches(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, labels
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data that does not fit in memory: DataLoaders (or any re-iterable of batches)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoaderSplits:
+    """Train / validation / test as re-iterable sources of ``(images, labels)`` batches (e.g. DataLoaders).
+
+    Every training stage and the search accept it wherever they accept :class:`DatasetSplits`, so data
+    that does not fit in memory works. Batches are used as they come (the loader does any shuffling and
+    augmentation; ``cfg.batch_size``, ``cfg.augment`` and ``cfg.flip`` do not apply); uint8 images are
+    normalised with ``mean`` / ``std`` (0..1 scale), float images are taken as already normalised.
+    Each is moved to the training device batch by batch.
+
+    Reproducibility: a run resumed from a checkpoint repeats an uninterrupted one exactly only if each
+    epoch's batches are the same; give the training loader its own generator
+    (``DataLoader(..., shuffle=True, generator=torch.Generator())``): the stages reseed it before every
+    epoch from the run's seed (and the epoch), as they do for in-memory splits.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> ds = TensorDataset(torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8), torch.arange(8) % 2)
+    >>> loader = DataLoader(ds, batch_size=4)
+    >>> splits = LoaderSplits("toy", loader, loader, loader, num_classes=2, in_channels=1,
+    ...                       mean=(0.5,), std=(0.25,))
+    >>> split_size(splits.train)
+    8
+    """
+
+    name: str
+    train: Any
+    val: Any
+    test: Any
+    num_classes: int
+    in_channels: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    augment_flip: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for which in ("train", "val", "test"):
+            source = getattr(self, which)
+            if isinstance(source, Iterator) or not hasattr(source, "__iter__"):
+                raise ValueError(f"LoaderSplits.{which} must be re-iterable (a DataLoader or a list of "
+                                 f"batches), got {type(source).__name__}: a one-shot iterator would be "
+                                 "empty after one epoch")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std (to normalise uint8 batches) or neither")
+
+    def to(self, device: torch.device | str) -> LoaderSplits:
+        """Itself: batches are moved to the device one at a time."""
+        return self
+
+
+def split_size(split: Any) -> int | None:
+    """Samples in a :class:`Split` or a loader (``len(loader.dataset)``); None when it cannot be told."""
+    if isinstance(split, Split):
+        return len(split)
+    dataset = getattr(split, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__"):
+        return len(dataset)
+    return None
+
+
+def split_batches(
+    split: Any,
+    batch_size: int,
+    *,
+    mean: Sequence[float] | Tensor | None,
+    std: Sequence[float] | Tensor | None,
+    device: torch.device | str | None = None,
+    channels_last: bool = False,
+    shuffle: bool = False,
+    augment: bool = False,
+    flip: bool = False,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Normalised ``(x, y)`` batches of a :class:`Split` (:func:`iterate_batches`) or of a loader.
+
+    A loader's batches come as it yields them (its own order and augmentation; ``batch_size``,
+    ``shuffle``, ``augment``, ``flip`` and ``generator`` apply to in-memory splits only); each is moved
+    to ``device``, uint8 images are normalised with ``mean`` / ``std``, float images kept as they are.
+    """
+    if isinstance(split, Split):
+        if device is not None:
+            split = split.to(device)
+        yield from iterate_batches(split, batch_size, shuffle=shuffle, augment=augment, flip=flip, mean=mean,
+                                   std=std, generator=generator, channels_last=channels_last)
+        return
+    for i, batch in enumerate(split):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError(f"batch {i} of the loader is a {type(batch).__name__}, expected "
+                             "(images, labels)")
+        x, y = torch.as_tensor(batch[0]), torch.as_tensor(batch[1])
+        if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
+            raise ValueError(f"batch {i}: expected images B x C x H x W and labels B, got {tuple(x.shape)} "
+                             f"and {tuple(y.shape)}")
+        if device is not None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            if mean is None or std is None:
+                raise ValueError("the loader yields uint8 images: give LoaderSplits mean and std to "
+                                 "normalise them")
+            x = normalize(x, mean, std)
+        elif not x.is_floating_point():
+            raise ValueError(f"batch {i}: images must be uint8 or floating point, got {x.dtype}")
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, y.long()

@@ -11,7 +11,9 @@ step schedule (:class:`torch.optim.lr_scheduler.MultiStepLR`, stepped once per e
 
 In the last two only the series terms (``p_terms``, ``r_terms``, ``q_terms``) of the
 :class:`~grosslib.GroSSConv2d` layers train; every other parameter is frozen for the duration
-and the layers' biases are buffers, so all of them stay bit-for-bit unchanged. With
+and the layers' biases are buffers, so all of them stay bit-for-bit unchanged. Modules with running
+statistics (BatchNorm) are kept in eval mode during these stages, as the authors freeze BatchNorm when
+fine-tuning: they normalise with their stored statistics and never update them (dropout still drops). With
 ``cfg.alpha`` set (GroSS), every step samples a group size per layer from
 :class:`~grosslib.GroupSizeSampler`; with ``cfg.alpha = None`` the active configuration trains
 (for a fixed network, built by :func:`~grosslib.models.fixed_config_network`, the only one).
@@ -29,6 +31,10 @@ Calling again with ``resume=True`` continues from the checkpoint and ends with e
 of an uninterrupted run (data order comes from a generator seeded per epoch; the sampling generator,
 the global RNG used by dropout, the optimiser and the scheduler are restored); a finished run is not
 repeated: its stored result is returned and the final weights are loaded into the network.
+
+Data: :class:`~grosslib.data.DatasetSplits` (in memory, batched and augmented on the device) or
+:class:`~grosslib.data.LoaderSplits` (DataLoaders or any re-iterable of batches, for data that does
+not fit in memory).
 
 Accuracies are fractions in ``[0, 1]``; losses are means over samples.
 """
@@ -61,7 +67,7 @@ from grosslib.checkpoint import (
     CheckpointError,
     architecture_signature,
 )
-from grosslib.data import DatasetSplits, Split, iterate_batches, num_batches
+from grosslib.data import DatasetSplits, LoaderSplits, Split, num_batches, split_batches, split_size
 from grosslib.io import resolve_device
 from grosslib.models import Config, config_name, decomposed_layers, get_config, set_config
 from grosslib.reconstruction import RECONSTRUCTION_MODES, reconstruction_loss
@@ -198,7 +204,8 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def train_full(net: nn.Module, data: DatasetSplits, cfg: TrainConfig, run_dir: str | Path, *,
+def train_full(net: nn.Module, data: DatasetSplits | LoaderSplits, cfg: TrainConfig,
+               run_dir: str | Path, *,
                device: torch.device | str | None = None, resume: bool = True, progress: bool = True,
                channels_last: bool | None = None) -> TrainResult:
     """Train every parameter of ``net`` (in place) on classification: SGD, cross-entropy, step schedule.
@@ -224,7 +231,7 @@ def train_full(net: nn.Module, data: DatasetSplits, cfg: TrainConfig, run_dir: s
                 channels_last=channels_last, options={})
 
 
-def reconstruct_responses(decomposed: nn.Module, original: nn.Module, data: DatasetSplits,
+def reconstruct_responses(decomposed: nn.Module, original: nn.Module, data: DatasetSplits | LoaderSplits,
                           cfg: TrainConfig, run_dir: str | Path, *, device: torch.device | str | None = None,
                           resume: bool = True, progress: bool = True, channels_last: bool | None = None,
                           mode: str = "end_to_end") -> TrainResult:
@@ -263,7 +270,8 @@ def reconstruct_responses(decomposed: nn.Module, original: nn.Module, data: Data
         original.train(was_training)
 
 
-def finetune(decomposed: nn.Module, data: DatasetSplits, cfg: TrainConfig, run_dir: str | Path, *,
+def finetune(decomposed: nn.Module, data: DatasetSplits | LoaderSplits, cfg: TrainConfig,
+             run_dir: str | Path, *,
              device: torch.device | str | None = None, resume: bool = True, progress: bool = True,
              channels_last: bool | None = None) -> TrainResult:
     """Fine-tune the series terms of ``decomposed`` (in place) on classification.
@@ -282,11 +290,14 @@ def finetune(decomposed: nn.Module, data: DatasetSplits, cfg: TrainConfig, run_d
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, split: Split, mean: Sequence[float], std: Sequence[float], *,
+def evaluate(net: nn.Module, split: Split | Iterable[Any], mean: Sequence[float] | None,
+             std: Sequence[float] | None, *,
              batch_size: int = 1000, device: torch.device | str | None = None) -> dict[str, float]:
     """Classification accuracy (fraction) and mean cross-entropy of ``net`` on ``split``.
 
-    Runs in eval mode (restored afterwards) at the net's active configuration. ``device``: where
+    ``split``: a :class:`~grosslib.data.Split` or a loader of ``(images, labels)`` batches
+    (:func:`~grosslib.data.split_batches`). Runs in eval mode (restored afterwards) at the net's active
+    configuration. ``device``: where
     to run (the net is moved there); None = where the net already is. Batches are fed channels-last
     when the net's weights are.
     """
@@ -297,9 +308,11 @@ def evaluate(net: nn.Module, split: Split, mean: Sequence[float], std: Sequence[
     net.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), device=device)  # float32: MPS has no float64
+    seen = 0
     try:
-        for x, y in iterate_batches(split.to(device), batch_size, shuffle=False, augment=False, flip=False,
-                                    mean=mean, std=std, channels_last=channels_last):
+        for x, y in split_batches(split, batch_size, mean=mean, std=std, device=device,
+                                  channels_last=channels_last):
+            seen += len(y)
             logits = net(x)
             if not bool(torch.isfinite(logits).all()):
                 raise NonFiniteError("the network's outputs contain NaN or infinite values (its weights "
@@ -308,7 +321,7 @@ def evaluate(net: nn.Module, split: Split, mean: Sequence[float], std: Sequence[
             correct += (logits.argmax(1) == y).sum()
     finally:
         net.train(was_training)
-    n = max(len(split), 1)
+    n = max(seen, 1)
     return {"accuracy": int(correct) / n, "loss": float(loss_sum) / n}
 
 
@@ -439,7 +452,8 @@ class _ConfigSampler:
 class _Classification:
     """Cross-entropy training; metrics: accuracy and loss at the reported configurations."""
 
-    def __init__(self, net: nn.Module, data: DatasetSplits, configs: list[Config | None]) -> None:
+    def __init__(self, net: nn.Module, data: DatasetSplits | LoaderSplits,
+                 configs: list[Config | None]) -> None:
         self.net, self.data, self.configs = net, data, configs
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -457,7 +471,8 @@ class _Classification:
 class _Reconstruction(_Classification):
     """Response reconstruction against the original network; metrics add the reconstruction loss."""
 
-    def __init__(self, net: nn.Module, original: nn.Module, data: DatasetSplits, configs: list[Config | None],
+    def __init__(self, net: nn.Module, original: nn.Module, data: DatasetSplits | LoaderSplits,
+                 configs: list[Config | None],
                  mode: str) -> None:
         super().__init__(net, data, configs)
         self.original, self.mode = original, mode
@@ -483,9 +498,9 @@ class _Reconstruction(_Classification):
         self.net.eval()
         total, n = 0.0, 0
         try:
-            for x, y in iterate_batches(split, batch_size, shuffle=False, augment=False, flip=False,
-                                        mean=self.data.mean, std=self.data.std,
-                                        channels_last=_is_channels_last(self.net)):
+            for x, y in split_batches(split, batch_size, mean=self.data.mean, std=self.data.std,
+                                      device=_module_device(self.net),
+                                      channels_last=_is_channels_last(self.net)):
                 total += float(self.loss(x, y)) * len(y)
                 n += len(y)
         finally:
@@ -506,7 +521,8 @@ class _Reconstruction(_Classification):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data: DatasetSplits,
+def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter],
+         data: DatasetSplits | LoaderSplits,
          cfg: TrainConfig, run_dir: str | Path, *, device: torch.device, resume: bool, progress: bool,
          channels_last: bool, options: dict[str, Any]) -> TrainResult:
     """Train ``task.net``'s ``trainable`` parameters for ``cfg.epochs``, with checkpoints in ``run_dir``."""
@@ -514,7 +530,7 @@ def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(run_dir)
-    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    sizes = {"train": split_size(data.train), "val": split_size(data.val), "test": split_size(data.test)}
     run = {"stage": stage, "config": cfg.to_dict(), "options": options,
            "dataset": {"name": data.name, "sizes": sizes, "split_seed": data.info.get("split_seed")},
            "architecture": architecture_signature(net)}
@@ -555,16 +571,20 @@ def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data:
                                           else f"started, {cfg.epochs} epoch(s)"))
         epochs_bar = live.bar(range(start_epoch, cfg.epochs), desc=where, initial=start_epoch,
                               total=cfg.epochs, enabled=progress)
-        steps = num_batches(len(data.train), cfg.batch_size)
-        steps = steps if cfg.max_batches is None else min(steps, cfg.max_batches)
+        steps = _steps_per_epoch(data.train, cfg)
         saved_epoch = start_epoch if ckpt.has_checkpoint else -1
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             net.train()
+            if stage != "full":
+                _freeze_running_stats(net)
             generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "data-order", epoch))
-            batches = iterate_batches(data.train, cfg.batch_size, shuffle=True, augment=cfg.augment,
-                                      flip=flip, mean=data.mean, std=data.std, generator=generator,
-                                      channels_last=channels_last)
+            loader_generator = getattr(data.train, "generator", None)
+            if isinstance(loader_generator, torch.Generator):  # a DataLoader's own order, reseeded per epoch
+                loader_generator.manual_seed(derive_seed(cfg.seed, "data-order", epoch))
+            batches = split_batches(data.train, cfg.batch_size, shuffle=True, augment=cfg.augment, flip=flip,
+                                    mean=data.mean, std=data.std, generator=generator, device=device,
+                                    channels_last=channels_last)
             bar = live.bar(itertools.islice(batches, steps), total=steps, leave=False, enabled=progress,
                            desc=f"{where} epoch {epoch + 1}")
             train_loss = _train_epoch(task, optimizer, sampler, bar, cfg.max_grad_norm)
@@ -606,6 +626,31 @@ def _fit(stage: str, task: _Classification, trainable: list[nn.Parameter], data:
     ckpt.write_done(done)
     live.note(f"{where}: {stage} done ({_summary(final)})")
     return TrainResult(stage, final, history, run_dir, elapsed, counts, resumed_epochs)
+
+
+def _steps_per_epoch(train: Any, cfg: TrainConfig) -> int | None:
+    """Batches per epoch: the split's (or the loader's ``len``), capped at ``cfg.max_batches``."""
+    if isinstance(train, Split):
+        steps: int | None = num_batches(len(train), cfg.batch_size)
+    else:
+        steps = len(train) if hasattr(train, "__len__") else None
+    if cfg.max_batches is None:
+        return steps
+    return cfg.max_batches if steps is None else min(steps, cfg.max_batches)
+
+
+def _freeze_running_stats(net: nn.Module) -> None:
+    """Put every module with running statistics (BatchNorm, ...) in eval mode: they use and keep their stats.
+
+    The decomposed stages train the series terms only; the authors also freeze BatchNorm while
+    fine-tuning. In train mode a BatchNorm would normalise with batch statistics and overwrite its
+    running mean and variance, so the "frozen" layers would change; in eval mode they stay bit for bit.
+    Dropout and other train-mode behaviour are kept.
+    """
+    for module in net.modules():
+        has_stats = getattr(module, "running_mean", None) is not None
+        if has_stats and getattr(module, "track_running_stats", False):
+            module.eval()
 
 
 def _train_epoch(task: _Classification, optimizer: torch.optim.Optimizer, sampler: _ConfigSampler | None,
@@ -692,7 +737,7 @@ def _summary(final: dict[str, float]) -> str:
     return ", ".join(f"{k} {final[k]:.4g}" for k in keys)
 
 
-def _prepare(nets: Sequence[nn.Module], data: DatasetSplits, device: torch.device | str | None,
+def _prepare(nets: Sequence[nn.Module], data: DatasetSplits | LoaderSplits, device: torch.device | str | None,
              channels_last: bool | None) -> tuple[torch.device, DatasetSplits, bool]:
     """Resolve the device, move the nets and data there, decide on channels-last."""
     device = resolve_device(device)

@@ -168,7 +168,7 @@ def test_resume_is_exact(when, gross_net, data, tmp_path, monkeypatch):
 
         monkeypatch.setattr(Checkpointer, "save", save_then_die)
     else:
-        real_iterate, calls = train.iterate_batches, Counter()
+        real_iterate, calls = train.split_batches, Counter()
 
         def die_in_third_epoch(*args, **kwargs):
             for i, batch in enumerate(real_iterate(*args, **kwargs)):
@@ -178,7 +178,7 @@ def test_resume_is_exact(when, gross_net, data, tmp_path, monkeypatch):
                         raise Killed
                 yield batch
 
-        monkeypatch.setattr(train, "iterate_batches", die_in_third_epoch)
+        monkeypatch.setattr(train, "split_batches", die_in_third_epoch)
     with pytest.raises(Killed):
         finetune(net, data, cfg, tmp_path / "run", progress=False)
     monkeypatch.undo()
