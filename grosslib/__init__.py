@@ -8,10 +8,11 @@ grouped weight, :class:`GroSSConv2d` holds every group size as a series, and
 """
 from .bottleneck import Bottleneck
 from .btd import BTDResult, btd, btd_series
+from .models import decompose, export
 from .psi import psi
 from .sampling import GroupSizeSampler
 from .series import GroSSConv2d, default_group_sizes
 
 __all__ = ["BTDResult", "Bottleneck", "GroSSConv2d", "GroupSizeSampler", "btd", "btd_series",
-           "default_group_sizes", "psi"]
+           "decompose", "default_group_sizes", "export", "psi"]
 __version__ = "0.1.0"

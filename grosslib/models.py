@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -12,8 +13,9 @@ from torch import Tensor, nn
 
 from .series import GroSSConv2d
 
-__all__ = ["Config", "PaperNet", "build_papernet", "channel_stats", "check_config_length",
-           "collapse_to_config", "config_name", "decompose", "decomposed_layers", "fixed_config_network",
+__all__ = ["Config", "PaperNet", "as_config", "build_papernet", "channel_stats", "check_config_length",
+           "collapse_to_config", "config_name", "conv_eligibility", "decompose", "decomposed_layers",
+           "export", "fixed_config_network",
            "get_config", "largest_config", "normalize", "search_space", "set_config", "uniform_config"]
 
 Config = tuple[int, ...]
@@ -79,20 +81,88 @@ def _set_submodule(net: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def decompose(net: nn.Module, group_sizes: Sequence[int] | dict[str, Sequence[int]] | None = None,
-              skip_first: bool = True, **btd_options: Any) -> nn.Module:
-    """A copy of ``net`` whose convs (but the first, by default) are :class:`GroSSConv2d` series.
+Selector = str | Sequence[str] | Callable[[str, nn.Module], bool] | None
 
-    ``group_sizes``: None (powers of 2 up to each layer's input channels), one sequence for every
-    layer, or a dict from layer name to sequence. A single size per layer gives the fixed
-    bottleneck network of that configuration. ``btd_options`` go to :func:`grosslib.btd`.
+
+def conv_eligibility(model: nn.Module, skip_first: bool = True) -> list[tuple[str, bool, str]]:
+    """``(name, eligible, reason)`` per ``nn.Conv2d`` of ``model`` under :func:`decompose`'s default rule."""
+    rows = []
+    for i, (name, m) in enumerate((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)):
+        if skip_first and i == 0:
+            rows.append((name, False, "the network's first conv"))
+        elif m.groups != 1:
+            rows.append((name, False, f"grouped (groups={m.groups})"))
+        elif tuple(m.kernel_size) == (1, 1):
+            rows.append((name, False, "1x1 kernel"))
+        else:
+            rows.append((name, True, "eligible"))
+    return rows
+
+
+def _matcher(selector: Selector, what: str, names: Sequence[str], modules: dict[str, nn.Module]) -> set[str]:
+    """The names among ``names`` that ``selector`` selects; a pattern matching none raises ValueError."""
+    if callable(selector):
+        return {n for n in names if selector(n, modules[n])}
+    patterns = [selector] if isinstance(selector, str) else list(selector)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = {n for n in names if fnmatch.fnmatchcase(n, pattern)}
+        if not hits:
+            raise ValueError(f"{what} pattern {pattern!r} matches no nn.Conv2d with groups == 1; "
+                             f"candidates: {list(names)}")
+        chosen |= hits
+    return chosen
+
+
+def _selected_convs(model: nn.Module, skip_first: bool, include: Selector,
+                    exclude: Selector) -> list[tuple[str, nn.Conv2d]]:
+    modules = dict(model.named_modules())
+    if include is None:
+        names = [n for n, ok, _ in conv_eligibility(model, skip_first) if ok]
+        why = "no nn.Conv2d with groups == 1 and a kernel larger than 1x1" + (
+            " besides the first conv" if skip_first else "")
+    else:
+        candidates = [n for n, m in modules.items() if isinstance(m, nn.Conv2d) and m.groups == 1]
+        chosen = _matcher(include, "include", candidates, modules)
+        names = [n for n in candidates if n in chosen]
+        why = "include selects no conv"
+    if exclude is not None:
+        candidates = [n for n, m in modules.items() if isinstance(m, nn.Conv2d) and m.groups == 1]
+        dropped = _matcher(exclude, "exclude", candidates, modules)
+        if names and all(n in dropped for n in names):
+            why = "exclude removes every eligible conv"
+        names = [n for n in names if n not in dropped]
+    if not names:
+        raise ValueError(f"the network has no convolution to decompose: {why}")
+    return [(n, modules[n]) for n in names]  # type: ignore[misc]
+
+
+def decompose(model: nn.Module, group_sizes: Sequence[int] | dict[str, Sequence[int]] | None = None,
+              skip_first: bool = True, *, include: Selector = None, exclude: Selector = None,
+              **btd_options: Any) -> nn.Module:
+    """A deep copy of any CNN ``model`` whose eligible convs are :class:`GroSSConv2d` series.
+
+    Eligible by default (``include=None``): every ``nn.Conv2d`` with ``groups == 1`` and a kernel larger
+    than 1x1, except the network's first conv (``named_modules`` order; ``skip_first=False`` keeps it).
+    ``include`` (an fnmatch pattern on layer names, a list of them, or ``(name, module) -> bool``)
+    instead selects among *all* ``nn.Conv2d`` with ``groups == 1`` (1x1 and first conv included when
+    named); ``exclude`` (same forms) then removes layers. A pattern matching no such conv raises
+    ValueError, as does a network left with no conv to decompose.
+
+    ``group_sizes``: None (powers of 2 dividing each layer's input channels: 48 channels give
+    1, 2, 4, 8, 16, so the largest size is not the full channel count and no configuration reproduces
+    that conv ungrouped), one sequence for every layer, or a dict from layer name to sequence.
+    ``btd_options`` go to :func:`grosslib.btd`.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+    >>> gross = decompose(net, init="svd", max_iter=0)
+    >>> [name for name, _ in decomposed_layers(gross)], gross[2].group_sizes
+    (['2'], (1, 2, 4, 8))
     """
-    decomposed = copy.deepcopy(net)
-    convs = [(name, m) for name, m in decomposed.named_modules() if isinstance(m, nn.Conv2d)]
-    if skip_first:
-        convs = convs[1:]
-    if not convs:
-        raise ValueError("the network has no convolution to decompose")
+    decomposed = copy.deepcopy(model)
+    convs = _selected_convs(decomposed, skip_first, include, exclude)
     names = [name for name, _ in convs]
     if isinstance(group_sizes, dict):
         unknown = set(group_sizes) - set(names)
@@ -105,11 +175,25 @@ def decompose(net: nn.Module, group_sizes: Sequence[int] | dict[str, Sequence[in
     return decomposed
 
 
+def export(net: nn.Module, config: Sequence[int] | Mapping[str, int] | None = None) -> nn.Module:
+    """A deep copy of GroSS network ``net`` with each GroSS layer replaced by its plain bottleneck.
+
+    Each :class:`GroSSConv2d` becomes ``layer.to_bottleneck(s)`` (``nn.Sequential`` of three
+    ``nn.Conv2d``) at ``config`` (None: the active configuration). ``net`` is not modified. Other
+    modules keep their classes (a PaperNet stays a PaperNet).
+    """
+    exported = copy.deepcopy(net)
+    layers = decomposed_layers(exported)
+    sizes = get_config(exported) if config is None else as_config(exported, config)
+    for (name, layer), s in zip(layers, sizes):
+        _set_submodule(exported, name, layer.to_bottleneck(s))
+    return exported
+
+
 def fixed_config_network(net: nn.Module, config: Sequence[int], skip_first: bool = True,
                          **btd_options: Any) -> nn.Module:
     """``net`` decomposed at one group size per layer (a one-term series each): a fixed baseline."""
-    convs = [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    convs = convs[1:] if skip_first else convs
+    convs = [name for name, ok, _ in conv_eligibility(net, skip_first) if ok]
     check_config_length(config, convs, "decomposable convs")
     return decompose(net, {name: (int(s),) for name, s in zip(convs, config)}, skip_first, **btd_options)
 
@@ -127,11 +211,26 @@ def get_config(net: nn.Module) -> Config:
     return tuple(layer.group_size for _, layer in decomposed_layers(net))
 
 
-def set_config(net: nn.Module, config: Sequence[int]) -> None:
-    """Set the active group size of every GroSS layer (in order)."""
+def as_config(net: nn.Module, config: Sequence[int] | Mapping[str, int]) -> Config:
+    """``config`` (sizes in layer order, or ``{name: size}`` naming every GroSS layer) as a checked tuple."""
     layers = decomposed_layers(net)
-    check_config_length(config, [name for name, _ in layers])
-    sizes = [layer._check_size(s) for (_, layer), s in zip(layers, config)]   # all checked before any is set
+    names = [name for name, _ in layers]
+    if isinstance(config, Mapping):
+        unknown = [n for n in config if n not in names]
+        if unknown:
+            raise ValueError(f"config names unknown GroSS layers {unknown}; valid names: {names}")
+        missing = [n for n in names if n not in config]
+        if missing:
+            raise ValueError(f"config lacks GroSS layers {missing}; valid names: {names}")
+        config = [config[n] for n in names]
+    check_config_length(config, names)
+    return tuple(layer._check_size(s) for (_, layer), s in zip(layers, config))
+
+
+def set_config(net: nn.Module, config: Sequence[int] | Mapping[str, int]) -> None:
+    """Set the active group size of every GroSS layer: sizes in layer order or a dict (:func:`as_config`)."""
+    layers = decomposed_layers(net)
+    sizes = as_config(net, config)   # all checked before any is set
     for (_, layer), s in zip(layers, sizes):
         layer.group_size = s
 

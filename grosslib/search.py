@@ -47,13 +47,47 @@ from .series import GroSSConv2d
 
 __all__ = ["evaluate_all", "pareto_front", "segment_network", "select", "select_top", "select_under_budgets"]
 
-Data = Any          # a grosslib.data.Split (anything with .images and .labels) or an (images, labels) tuple
+Data = Any  # a grosslib.data.Split, an (images, labels) tuple, or an iterable of (images, labels) batches
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _is_batch_iterable(data: Data) -> bool:
+    """Whether ``data`` is an iterable of ``(images, labels)`` batches (a DataLoader, a list of batches)."""
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        return False
+    pair = isinstance(data, (tuple, list)) and len(data) == 2
+    if pair and all(isinstance(t, (Tensor, np.ndarray)) for t in data):
+        return False  # (images, labels)
+    if isinstance(data, (Tensor, np.ndarray, str, bytes)):
+        return False
+    return hasattr(data, "__iter__")
+
+
+def _check_images(images: Tensor, labels: Tensor, mean: Any, std: Any) -> None:
+    if images.dim() != 4 or labels.dim() != 1 or len(images) != len(labels):
+        raise ValueError(f"expected images N x C x H x W and labels N, got {tuple(images.shape)} and "
+                         f"{tuple(labels.shape)}")
+    if images.dtype == torch.uint8 and (mean is None or std is None):
+        raise ValueError("uint8 images need mean and std to be normalised (e.g. splits.mean, splits.std)")
+    if not images.is_floating_point() and images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
+
+
+def _iter_batches(data: Any, device: torch.device, dtype: torch.dtype, mean: Any, std: Any,
+                  channels_last: bool, seen: list[int]) -> Iterator[tuple[Tensor, Tensor]]:
+    """Normalised batches of an iterable of ``(images, labels)``; ``seen[0]`` counts the labels."""
+    for item in data:
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise TypeError(f"each batch must be an (images, labels) pair, got {type(item).__name__}")
+        images, labels = torch.as_tensor(item[0]), torch.as_tensor(item[1]).long()
+        _check_images(images, labels, mean, std)
+        seen[0] += len(labels)
+        yield from _batches(images, labels, max(len(labels), 1), device, dtype, mean, std, channels_last)
 
 
 def _unpack(data: Data) -> tuple[Tensor, Tensor]:
@@ -236,7 +270,8 @@ def _net_device_dtype(net: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 def evaluate_all(net: nn.Module, data: Data, configs: Sequence[Sequence[int]] | None = None,
-                 shared_prefix: bool = True, batch_size: int = 1000, device: torch.device | str | None = None,
+                 shared_prefix: bool | None = None, batch_size: int = 1000,
+                 device: torch.device | str | None = None,
                  mean: Sequence[float] | Tensor | None = None, std: Sequence[float] | Tensor | None = None,
                  progress: bool = True, return_predictions: bool = False, channels_last: bool = False,
                  ) -> pd.DataFrame | tuple[pd.DataFrame, dict[Config, Tensor]]:
@@ -247,12 +282,19 @@ def evaluate_all(net: nn.Module, data: Data, configs: Sequence[Sequence[int]] | 
     net : a network with GroSS layers; for ``shared_prefix`` an ``nn.Sequential`` whose GroSS layers are
         direct children (:func:`grosslib.models.decompose` of PaperNet). Evaluated in eval mode under
         ``torch.inference_mode``; its modes and active configuration are restored afterwards.
-    data : a :class:`grosslib.data.Split` or an ``(images N x C x H x W, labels N)`` tuple. uint8 images
-        are normalised per batch with ``mean`` / ``std`` (:func:`grosslib.models.normalize`, then cast to the
-        network's dtype); float images are used as they are.
+    data : a :class:`grosslib.data.Split`, an ``(images N x C x H x W, labels N)`` tuple, or an iterable
+        of ``(images, labels)`` batches (e.g. a ``torch.utils.data.DataLoader``; extra items per batch are
+        ignored). An iterable is consumed exactly once per call (both modes run batch-major), so a
+        one-shot iterator works for one call; pass a re-iterable (a DataLoader, a list) to call again.
+        Its batches are used as they come (``batch_size`` does not apply); ``n`` is the total of labels.
+        uint8 images are normalised per batch with ``mean`` / ``std`` (:func:`grosslib.models.normalize`,
+        then cast to the network's dtype); float images are used as they are.
     configs : configurations to evaluate (any subset, any order); default :func:`search_space` (all).
     shared_prefix : share the computation of common configuration prefixes (see the module docstring);
-        ``False`` runs each configuration's full forward on its own. The results are identical.
+        ``False`` runs each configuration's full forward on its own (any network). The results are
+        identical. ``None`` (default): shared when :func:`segment_network` can cut ``net``, else plain;
+        ``True`` raises on a network it cannot cut. The mode used is ``df.attrs['evaluation']``
+        (``'shared_prefix'`` or ``'plain'``).
     batch_size : images per forward pass.
     device : where to evaluate; default the network's device. A network elsewhere is deep-copied there
         (the original is left where it is). Batches are moved one at a time.
@@ -267,25 +309,30 @@ def evaluate_all(net: nn.Module, data: Data, configs: Sequence[Sequence[int]] | 
     DataFrame with one row per configuration in ``configs`` order and columns ``config`` (tuple),
     ``name`` ('2-32-64'), ``s_<layer>`` (one per GroSS layer), ``macs`` (per image, at the data's
     resolution), ``params``, ``accuracy`` (in [0, 1]), ``loss`` (mean cross-entropy), ``correct`` (int);
-    ``df.attrs['num_images']`` is the number of images. With ``return_predictions``, ``(df, predictions)``.
+    ``df.attrs['num_images']`` is the number of images, ``df.attrs['evaluation']`` the mode. With
+    ``return_predictions``, ``(df, predictions)``.
 
     Raises
     ------
     ValueError : empty data, uint8 images without mean/std, bad or duplicate configurations, bad
         batch size, or ``shared_prefix`` on a network it cannot segment.
     """
-    images, labels = _unpack(data)
-    n = len(labels)
-    if n == 0:
-        raise ValueError("data holds no images")
+    iterable = _is_batch_iterable(data)
+    if not iterable:
+        images, labels = _unpack(data)
+        if len(labels) == 0:
+            raise ValueError("data holds no images")
+        _check_images(images, labels, mean, std)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if images.dtype == torch.uint8 and (mean is None or std is None):
-        raise ValueError("uint8 images need mean and std to be normalised (e.g. splits.mean, splits.std)")
-    if not images.is_floating_point() and images.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
     config_list = _check_configs(net, configs)
-    if shared_prefix:
+    if shared_prefix is None:
+        try:
+            segment_network(net)
+            shared_prefix = True
+        except ValueError:
+            shared_prefix = False
+    elif shared_prefix:
         segment_network(net)  # fail early on networks that cannot be segmented
 
     net_device, dtype = _net_device_dtype(net)
@@ -293,22 +340,39 @@ def evaluate_all(net: nn.Module, data: Data, configs: Sequence[Sequence[int]] | 
     if device != net_device and not (device.type == net_device.type and device.index is None):
         net = copy.deepcopy(net).to(device)
     layer_names = [name for name, _ in decomposed_layers(net)]
-    n_batches = -(-n // batch_size)
+    seen = [0]
+    sample_shape: list[tuple[int, ...]] = []
+    if iterable:
+        n_batches = len(data) if hasattr(data, "__len__") else None
 
-    def batches() -> Iterator[tuple[Tensor, Tensor]]:
-        return _batches(images, labels, batch_size, device, dtype, mean, std, channels_last)
+        def batches() -> Iterator[tuple[Tensor, Tensor]]:
+            for x, y in _iter_batches(data, device, dtype, mean, std, channels_last, seen):
+                if not sample_shape:
+                    sample_shape.append(tuple(x.shape[1:]))
+                yield x, y
+    else:
+        n_batches = -(-len(labels) // batch_size)
+        seen[0] = len(labels)
+        sample_shape.append(tuple(images.shape[1:]))
+
+        def batches() -> Iterator[tuple[Tensor, Tensor]]:
+            return _batches(images, labels, batch_size, device, dtype, mean, std, channels_last)
 
     original_config = get_config(net)
     modes = {m: m.training for m in net.modules()}
     scores = _Scores(len(config_list), device, return_predictions)
-    bar = tqdm(total=len(config_list) * n_batches, disable=not progress, unit="eval", dynamic_ncols=True,
-               desc=f"{len(config_list)} configs x {n_batches} batches")
+    bar = tqdm(total=None if n_batches is None else len(config_list) * n_batches, disable=not progress,
+               unit="eval", dynamic_ncols=True,
+               desc=f"{len(config_list)} configs x {'?' if n_batches is None else n_batches} batches")
     try:
         net.eval()
         with torch.inference_mode():
-            table = mac_table(net, tuple(images.shape[1:]), batched=False)
             evaluate = _evaluate_shared if shared_prefix else _evaluate_naive
             evaluate(net, config_list, batches, scores, bar)
+            n = seen[0]
+            if n == 0:
+                raise ValueError("data holds no images")
+            table = mac_table(net, sample_shape[0], batched=False)
             correct = scores.correct.cpu().tolist()
             loss = (scores.loss / n).cpu().tolist()
             bad = [config_name(c) for c, flag in zip(config_list, scores.nonfinite.cpu().tolist()) if flag]
@@ -332,6 +396,7 @@ def evaluate_all(net: nn.Module, data: Data, configs: Sequence[Sequence[int]] | 
     rows["correct"] = correct
     df = pd.DataFrame(rows)
     df.attrs["num_images"] = n
+    df.attrs["evaluation"] = "shared_prefix" if shared_prefix else "plain"
     if not return_predictions:
         return df
     assert scores.predictions is not None

@@ -17,7 +17,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "grosslib"
 #: layer name -> the grosslib modules in it ("" is the package ``grosslib/__init__.py``).
 LAYERS: dict[str, tuple[str, ...]] = {
     "method": ("", "psi", "btd", "bottleneck", "series", "sampling", "reconstruction", "models", "macs",
-               "search"),
+               "latency", "search"),
     "harness": ("paths", "io", "runinfo", "progress", "data", "checkpoint", "train", "presets", "experiment",
                 "records", "study"),
     "presentation": ("tables", "report", "verdicts", "plots", "notebook", "checks", "pipeline",

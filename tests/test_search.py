@@ -319,9 +319,17 @@ def test_nested_gross_layers_need_naive_evaluation() -> None:
     model = nn.Sequential(nn.Sequential(*list(inner)[:2]), *list(inner)[2:]).eval()
     data = (torch.randn(5, 4, 8, 8), torch.randint(0, 5, (5,)))
     with pytest.raises(ValueError, match="shared_prefix=False"):
-        evaluate_all(model, data, progress=False)
+        evaluate_all(model, data, shared_prefix=True, progress=False)
     df = evaluate_all(model, data, shared_prefix=False, progress=False)
-    assert len(df) == 18
+    assert len(df) == 18 and df.attrs["evaluation"] == "plain"
+    auto = evaluate_all(model, data, progress=False)  # automatic: falls back to the plain loop
+    assert auto.attrs["evaluation"] == "plain"
+    pd.testing.assert_frame_equal(auto, df, check_exact=True)
+    batches = [(data[0][:3], data[1][:3]), (data[0][3:], data[1][3:])]  # an iterable of batches
+    from_batches = evaluate_all(model, batches, progress=False)
+    assert from_batches.attrs["num_images"] == 5
+    pd.testing.assert_frame_equal(from_batches, df, check_exact=False, atol=1e-6)
+    assert evaluate_all(inner.eval(), data, progress=False).attrs["evaluation"] == "shared_prefix"
 
 
 def test_progress_bar(net: nn.Module, capsys: pytest.CaptureFixture[str]) -> None:
