@@ -100,3 +100,20 @@ def write_kernelspec(jupyter_dir: str | Path, kernel_name: str = "python3") -> P
             "display_name": f"Python 3 ({sys.executable})", "language": "python"}
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n")
     return Path(jupyter_dir)
+
+
+def die_after_save(monkeypatch: Any, epoch: int, exc: type[BaseException] = KeyboardInterrupt) -> None:
+    """Make :meth:`Checkpointer.save` raise ``exc`` right after writing epoch ``epoch``'s checkpoint.
+
+    Stands for the process being killed between epochs; ``monkeypatch.undo()`` restores saving.
+    """
+    from grosslib.checkpoint import Checkpointer
+
+    real_save = Checkpointer.save
+
+    def save_then_die(self: Checkpointer, state: dict[str, Any]) -> None:
+        real_save(self, state)
+        if state["epoch"] == epoch:
+            raise exc
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)

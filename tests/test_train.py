@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import scipy.stats
 import torch
+from gross_helpers import die_after_save
 from torch import nn
 
 import grosslib.train as train
@@ -159,14 +160,7 @@ def test_resume_is_exact(when, gross_net, data, tmp_path, monkeypatch):
 
     net = copy.deepcopy(gross_net)
     if when == "after_checkpoint":
-        real_save = Checkpointer.save
-
-        def save_then_die(self, state):
-            real_save(self, state)
-            if state["epoch"] == 2:
-                raise Killed
-
-        monkeypatch.setattr(Checkpointer, "save", save_then_die)
+        die_after_save(monkeypatch, epoch=2, exc=Killed)
     else:
         real_iterate, calls = train.split_batches, Counter()
 

@@ -7,11 +7,10 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from gross_helpers import BatchLoader, random_gross
+from gross_helpers import BatchLoader, die_after_save, random_gross
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from grosslib.checkpoint import Checkpointer
 from grosslib.data import DatasetSplits, LoaderSplits, load_dataset, split_batches, split_size
 from grosslib.models import decomposed_layers
 from grosslib.presets import get_preset
@@ -127,14 +126,7 @@ def test_dataloader_run_resumes_exactly(data, tmp_path, monkeypatch):
     whole = copy.deepcopy(base)
     finetune(whole, splits, cfg, tmp_path / "whole", progress=False, device="cpu", channels_last=False)
     killed = copy.deepcopy(base)
-    real_save = Checkpointer.save
-
-    def save_then_die(self, state):
-        real_save(self, state)
-        if state["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_die)
+    die_after_save(monkeypatch, epoch=1)
     with pytest.raises(KeyboardInterrupt):
         finetune(killed, splits, cfg, tmp_path / "killed", progress=False, device="cpu", channels_last=False)
     monkeypatch.undo()
