@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import statistics
 import sys
 import time
@@ -64,11 +63,12 @@ from typing import Any
 
 import tensorly as tl
 import torch
+from results_md import replace_section
 from tensorly.decomposition import partial_tucker
 from tensorly.tenalg import multi_mode_dot
 from torch import nn
 
-from grosslib.io import atomic_write_text, read_json, write_json
+from grosslib.io import read_json, write_json
 from grosslib.models import PaperNet, build_papernet
 from grosslib.paths import BENCHMARKS_DIR, REPO_ROOT
 from grosslib.runinfo import environment_info
@@ -486,27 +486,9 @@ The CPUs are shared with other engineers' jobs: load average {header['load_start
 
 
 def write_section(text: str, path: Path, heading: str) -> None:
-    """Replace section ``heading`` of RESULTS.md (in place; else in place of the old ``## BTD
-    (bench_btd.py)`` section; else after the last BTD section; else at the end), drop the old section,
-    keep the rest of the file."""
-    content = path.read_text() if path.exists() else "# Benchmark results\n"
-    parts = re.split(r"(?m)^(?=## )", content)
-    preamble, sections = parts[0], parts[1:]
-    title = lambda section: section.split("\n", 1)[0].strip()  # noqa: E731
-    titles = [title(x) for x in sections]
-    new = text.rstrip("\n") + "\n\n"
-    if heading in titles:
-        sections[titles.index(heading)] = new
-    elif OLD_SECTION in titles:
-        sections[titles.index(OLD_SECTION)] = new
-    else:
-        btd_sections = [i for i, t in enumerate(titles) if t.startswith("## BTD")]
-        sections.insert(btd_sections[-1] + 1 if btd_sections else len(sections), new)
-    sections = [x for x in sections if title(x) != OLD_SECTION]
-    sections = [x if x.endswith("\n\n") else x.rstrip("\n") + "\n\n" for x in sections]
-    if sections and preamble and not preamble.endswith("\n\n"):
-        preamble = preamble.rstrip("\n") + "\n\n"
-    atomic_write_text(path, (preamble + "".join(sections)).rstrip("\n") + "\n")
+    """Replace section ``heading`` of RESULTS.md (in place; else after the last BTD section), dropping
+    the superseded ``## BTD (bench_btd.py)`` section."""
+    replace_section(path, heading, text, after_prefix="## BTD", drop=(OLD_SECTION,))
 
 
 def load_average() -> str:

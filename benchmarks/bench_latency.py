@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import random
-import re
 import shlex
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from results_md import replace_section
 
 from grosslib.latency import latency_summary, latency_table, validate_latency
 from grosslib.models import build_papernet, config_name, decompose, search_space, uniform_config
@@ -168,16 +168,7 @@ def report(res: dict[str, Any], command: str) -> str:
 
 def write_section(text: str, path: Path = RESULTS) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md, leaving the others untouched."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = text.strip("\n") + "\n"
-    match = re.search(rf"^{re.escape(SECTION)}[ \t]*$", old, re.M)
-    if match is None:
-        new = old.rstrip("\n") + "\n\n" + block
-    else:
-        following = re.compile(r"^## ", re.M).search(old, match.end())
-        rest = old[following.start():] if following else ""
-        new = old[:match.start()] + block + ("\n" + rest if rest else "")
-    path.write_text(new)
+    replace_section(path, SECTION, text)
 
 
 def main(argv: list[str] | None = None) -> int:

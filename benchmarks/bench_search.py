@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import resource
 import shlex
 import statistics
@@ -32,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from results_md import replace_section
 
 from grosslib.data import CIFAR10_MEAN, CIFAR10_STD, load_dataset
 from grosslib.models import build_papernet, decompose, search_space
@@ -296,16 +296,7 @@ def report(res: dict[str, Any], command: str, when: dt.datetime | None = None) -
 
 def write_section(text: str, path: Path = RESULTS) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md, leaving the others untouched."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = text.strip("\n") + "\n"
-    match = re.search(rf"^{re.escape(SECTION)}[ \t]*$", old, re.M)
-    if match is None:
-        new = old.rstrip("\n") + "\n\n" + block
-    else:
-        following = re.compile(r"^## ", re.M).search(old, match.end())
-        rest = old[following.start():] if following else ""
-        new = old[:match.start()] + block + ("\n" + rest if rest else "")
-    path.write_text(new)
+    replace_section(path, SECTION, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from results_md import read_section, replace_section
 from torch import Tensor, nn
 
 from grosslib.data import Split, iterate_batches, load_dataset
@@ -347,21 +348,13 @@ split: accuracy min {c['val_min']:.1f}%, median {c['val_median']:.1f}%, max {c['
 
 
 def write_section(parts: dict[str, str], path: Path) -> None:
-    """Rewrite the given subsections of this benchmark's section of RESULTS.md, keep the rest of the file."""
-    content = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = content.find(SECTION)
-    end = -1 if start < 0 else content.find("\n## ", start + len(SECTION))
-    old = "" if start < 0 else content[start:] if end < 0 else content[start:end]
+    """Rewrite the given ``### `` subsections of this benchmark's section of RESULTS.md, keep the rest."""
+    old = read_section(path, SECTION) or ""
     kept: dict[str, str] = {}
     for chunk in old.split("\n### ")[1:]:
         kept[chunk[:3]] = "### " + chunk.rstrip("\n") + "\n"
     kept.update(parts)
-    text = SECTION + "\n\n" + "\n".join(kept[key] for key in sorted(kept))
-    if start < 0:
-        content = content.rstrip("\n") + "\n\n" + text
-    else:
-        content = content[:start] + text + ("" if end < 0 else content[end:])
-    path.write_text(content.rstrip("\n") + "\n")
+    replace_section(path, SECTION, SECTION + "\n\n" + "\n".join(kept[key] for key in sorted(kept)))
 
 
 def main(argv: list[str] | None = None) -> dict:
