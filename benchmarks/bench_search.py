@@ -1,4 +1,4 @@
-"""Benchmark: exhaustive search of PaperNet's 252 configurations, naive loop vs shared-prefix evaluation.
+"""Benchmark: exhaustive search of PaperNet's 252 configurations: shared-prefix evaluation vs two loops.
 
 Both modes run :func:`grosslib.search.evaluate_all` on the same decomposed network, data and batches; the
 naive one (``shared_prefix=False``) sets each configuration and runs the full forward on every batch, the
@@ -6,6 +6,12 @@ shared one computes common prefixes once per batch (see grosslib/search.py). The
 PaperNet decomposed with a cheap BTD: accuracy is irrelevant to timing. By default the two modes are
 interleaved batch by batch (alternating which goes first), so that load from other users of a shared
 machine hits both alike; per-configuration results of the two modes are checked to be identical.
+
+The fair baseline is the loop a competent user writes without grosslib's search: each configuration
+exported once to plain ``nn.Conv2d`` (:func:`grosslib.export`), then run over the data at the batch size
+fastest for it (chosen per configuration from ``--exported-batch-sizes`` on one untimed chunk; exporting is
+timed apart). The report also gives the MAC ceiling: the MACs of evaluating every configuration on its own
+over the MACs of the shared-prefix tree, the speed-up shared prefixes could give if time were MACs.
 
 Writes (replaces) the section ``## Exhaustive search (bench_search.py)`` of benchmarks/RESULTS.md.
 
@@ -15,6 +21,7 @@ Writes (replaces) the section ``## Exhaustive search (bench_search.py)`` of benc
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import json
 import os
@@ -34,12 +41,16 @@ import torch
 from results_md import replace_section
 
 from grosslib.data import CIFAR10_MEAN, CIFAR10_STD, load_dataset
-from grosslib.models import build_papernet, decompose, search_space
-from grosslib.search import evaluate_all
+from grosslib.macs import count_macs, mac_table
+from grosslib.models import build_papernet, decompose, export, normalize, search_space
+from grosslib.search import evaluate_all, segment_network
 
 SECTION = "## Exhaustive search (bench_search.py)"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MODES = ("naive", "shared")
+LABELS = {"naive": "grosslib's naive loop (`shared_prefix=False`)",
+          "exported": "exported plain convs, fastest batch size per configuration",
+          "shared": "shared prefix"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,6 +180,89 @@ def timed_run(mode: str, net: torch.nn.Module, data: tuple[torch.Tensor, torch.T
     return elapsed, df
 
 
+def export_all(net: torch.nn.Module, configs: list) -> tuple[dict[tuple, torch.nn.Module], float]:
+    """Every configuration exported to plain convs (eval mode), and the seconds it took."""
+    start = time.perf_counter()
+    nets = {tuple(c): export(net, c).eval() for c in configs}
+    return nets, time.perf_counter() - start
+
+
+def _prepared(images: torch.Tensor, mean: Any, std: Any, device: torch.device,
+              channels_last: bool) -> torch.Tensor:
+    x = normalize(images.to(device), mean, std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def run_exported(nets: dict[tuple, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                 batch_sizes: dict[tuple, int], mean: Any, std: Any, device: torch.device,
+                 channels_last: bool) -> tuple[float, dict[tuple, int]]:
+    """The baseline loop over one chunk: seconds, and the correct count per configuration.
+
+    The chunk is normalised once (as a user would, for all configurations), then each exported
+    network runs over it at its own batch size.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    correct: dict[tuple, int] = {}
+    with torch.inference_mode():
+        x, y = _prepared(images, mean, std, device, channels_last), labels.to(device)
+        for config, model in nets.items():
+            b = batch_sizes[config]
+            correct[config] = int(sum((model(x[i:i + b]).argmax(1) == y[i:i + b]).sum()
+                                      for i in range(0, len(y), b)))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, correct
+
+
+def fastest_batch_sizes(nets: dict[tuple, torch.nn.Module], images: torch.Tensor, candidates: list[int],
+                        mean: Any, std: Any, device: torch.device, channels_last: bool) -> dict[tuple, int]:
+    """Per exported configuration, the candidate batch size with the shortest pass over ``images``."""
+    x = _prepared(images, mean, std, device, channels_last)
+    best: dict[tuple, int] = {}
+    with torch.inference_mode():
+        for config, model in nets.items():
+            times = {}
+            for b in candidates:
+                model(x[:b])                                    # warm-up for this shape
+                start = time.perf_counter()
+                for i in range(0, len(x), b):
+                    model(x[i:i + b])
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times[b] = time.perf_counter() - start
+            best[config] = min(times, key=times.get)
+    return best
+
+
+def mac_ceiling(net: torch.nn.Module, configs: list) -> float:
+    """MACs of every configuration's own forward over the MACs of the shared-prefix tree, per image.
+
+    The tree runs the prefix once, segment ``j`` (GroSS layer ``j`` and what follows it up to the next
+    one) once per distinct prefix ``(s_1..s_j)`` of the configurations.
+    """
+    table = mac_table(net, (3, 32, 32), batched=False)
+    prefix, segments = segment_network(net)
+    x = torch.zeros(1, 3, 32, 32)
+    fixed = []                                                  # MACs of the prefix, then after each layer
+    with torch.inference_mode():
+        for module in prefix:
+            x = module(x)
+        fixed.append(count_macs(torch.nn.Sequential(*prefix), (1, 3, 32, 32)) if prefix else 0)
+        for layer, rest in segments:
+            x = layer(x)
+            fixed.append(count_macs(torch.nn.Sequential(*rest), tuple(x.shape)) if rest else 0)
+            for module in rest:
+                x = module(x)
+    own = sum(table.macs(c) for c in configs)
+    shared = fixed[0]
+    for j in range(len(segments)):
+        prefixes = {tuple(c[:j + 1]) for c in configs}
+        shared += sum(table.layer_macs[j][p[-1]] + fixed[j + 1] for p in prefixes)
+    return own / shared
+
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,32 +286,53 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     evaluate_all(net, warm, configs, batch_size=args.batch_size, device=device, mean=mean, std=std,
                  progress=False, channels_last=args.channels_last)
 
+    modes = MODES + (("exported",) if args.exported else ())
+    nets, export_s, batch_sizes = {}, 0.0, {}
+    if args.exported:
+        nets, export_s = export_all(net, configs)
+        candidates = sorted(b for b in args.exported_batch_sizes if b <= args.batch_size) or [args.batch_size]
+        batch_sizes = fastest_batch_sizes(nets, images[: max(candidates)], candidates, mean, std, device,
+                                          args.channels_last)
+        counts = dict(sorted(collections.Counter(batch_sizes.values()).items()))
+        print(f"exported {len(nets)} configurations in {export_s:.1f} s; fastest batch sizes {counts}",
+              file=sys.stderr, flush=True)
+
     chunk = args.batch_size if args.interleave else len(labels)
     chunks = [(images[i:i + chunk], labels[i:i + chunk]) for i in range(0, len(labels), chunk)]
-    times: dict[str, list[float]] = {m: [] for m in MODES}
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    exported_same = True
     identical = True
     gpu_peak: dict[str, int] = {}
     for r in range(args.repeat):
-        total = dict.fromkeys(MODES, 0.0)
+        total = dict.fromkeys(modes, 0.0)
         for c, data in enumerate(chunks):
-            order = MODES if (c + r) % 2 == 0 else MODES[::-1]
+            order = modes if (c + r) % 2 == 0 else modes[::-1]
             results = {}
             for mode in order:
-                elapsed, results[mode] = timed_run(mode, net, data, configs, args, mean, std, gpu_peak)
+                if mode == "exported":
+                    elapsed, results[mode] = run_exported(nets, *data, batch_sizes, mean, std, device,
+                                                          args.channels_last)
+                else:
+                    elapsed, results[mode] = timed_run(mode, net, data, configs, args, mean, std, gpu_peak)
                 total[mode] += elapsed
             a, b = results["naive"], results["shared"]
             same = a["correct"].equals(b["correct"]) and a["loss"].equals(b["loss"])
             identical &= same
+            if args.exported:
+                ours = [results["exported"][tuple(cfg)] for cfg in b["config"]]
+                exported_same &= ours == b["correct"].tolist()
             print(f"repeat {r + 1}/{args.repeat} chunk {c + 1}/{len(chunks)}: "
-                  f"naive {total['naive']:.1f} s, shared {total['shared']:.1f} s so far; "
-                  f"identical {same}", file=sys.stderr, flush=True)
-        for mode in MODES:
+                  + ", ".join(f"{m} {total[m]:.1f} s" for m in modes) + f" so far; identical {same}",
+                  file=sys.stderr, flush=True)
+        for mode in modes:
             times[mode].append(total[mode])
     load_end = os.getloadavg()
     memory = probe_memory(net, args) if device.type == "cpu" else {}
     return {
         "args": args, "configs": len(configs), "images": len(labels), "decompose_s": decompose_s,
         "times": times, "identical": identical, "memory": memory, "gpu_peak": gpu_peak,
+        "export_s": export_s, "batch_sizes": batch_sizes, "exported_same": exported_same,
+        "mac_ceiling": mac_ceiling(net.cpu(), configs),
         "ru_maxrss": peak_rss_bytes(),
         "machine": machine_info(device), "load": (load_start, load_end),
     }
@@ -235,8 +350,9 @@ def mib(n: float) -> str:
 def report(res: dict[str, Any], command: str, when: dt.datetime | None = None) -> str:
     args = res["args"]
     n_cfg, n_img = res["configs"], res["images"]
-    best = {m: min(res["times"][m]) for m in MODES}
-    median = {m: statistics.median(res["times"][m]) for m in MODES}
+    modes = tuple(res["times"])
+    best = {m: min(res["times"][m]) for m in modes}
+    median = {m: statistics.median(res["times"][m]) for m in modes}
     ratio = best["naive"] / best["shared"]
     gpu = args.device.startswith("cuda")
     lines = [
@@ -259,19 +375,41 @@ def report(res: dict[str, Any], command: str, when: dt.datetime | None = None) -
         + ("peak GPU memory (MiB)" if gpu else "peak RSS (MiB)") + " |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for mode, label in (("naive", "naive loop (`shared_prefix=False`)"), ("shared", "shared prefix")):
+    for mode in ("naive", "exported", "shared"):
+        if mode not in modes:
+            continue
+        label = LABELS[mode]
         t = f"{best[mode]:.1f}" + (f" ({median[mode]:.1f})" if args.repeat > 1 else "")
         probe = res["memory"].get(mode)
-        memory = mib(res["gpu_peak"][mode]) if gpu else (
-            f"{mib(probe['peak'])} (+{mib(max(0, probe['peak'] - probe['before']))})")
+        memory = (mib(res["gpu_peak"][mode]) if gpu and mode in res["gpu_peak"]
+                  else f"{mib(probe['peak'])} (+{mib(max(0, probe['peak'] - probe['before']))})" if probe
+                  else "n/a")
         lines.append(f"| {label} | {t} | {best[mode] / n_cfg:.3f} | {n_cfg * n_img / best[mode]:,.0f} | "
                      f"{memory} |")
     lines += [
         "",
-        f"**Speed-up: {ratio:.1f}x** (target >= 4x). Per-configuration correct counts and summed losses "
-        f"of the two modes identical: **{'yes' if res['identical'] else 'NO'}**.",
+        f"**Speed-up of shared prefix over grosslib's naive loop: {ratio:.1f}x** (target >= 4x). "
+        f"Per-configuration correct counts and summed losses of the two identical: "
+        f"**{'yes' if res['identical'] else 'NO'}**.",
         "",
     ]
+    if "exported" in modes:
+        sizes = collections.Counter(res["batch_sizes"].values())
+        lines += [
+            "**Speed-up of shared prefix over the exported baseline: "
+            f"{best['exported'] / best['shared']:.1f}x** (exporting the {n_cfg} configurations: "
+            f"{res['export_s']:.1f} s, not in the time above; fastest "
+            "batch size per configuration, chosen on one untimed chunk from "
+            f"{sorted(args.exported_batch_sizes)}: "
+            + ", ".join(f"{b}: {k}" for b, k in sorted(sizes.items()))
+            + f"). The exported loop's correct counts equal shared prefix's: "
+            f"**{'yes' if res['exported_same'] else 'NO'}**.",
+            "",
+        ]
+    lines += [f"MAC ceiling: evaluating every configuration on its own costs {res['mac_ceiling']:.2f}x the "
+              "MACs of the shared-prefix tree (the speed-up if time were MACs; a larger measured ratio over "
+              "a loop comes from the loop's other costs, e.g. grosslib's naive mode merges each layer's "
+              "series weights on every forward).", ""]
     if not gpu:
         lines.append(f"Peak RSS (VmHWM) of a fresh process per mode evaluating one batch of "
                      f"{args.batch_size} images with {PROBE_CONFIGS} configurations (work is batch by batch "
@@ -315,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="alternate the modes batch by batch")
     parser.add_argument("--configs", type=int, default=0,
                         help="evaluate only this many (spread) configurations; 0: all")
+    parser.add_argument("--exported", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the exported baseline (plain convs per configuration)")
+    parser.add_argument("--exported-batch-sizes", type=lambda t: [int(x) for x in t.split(",")],
+                        default=[100, 250, 500, 1000],
+                        help="candidate batch sizes for the exported baseline (at most --batch-size)")
     parser.add_argument("--btd-tol", type=float, default=1e-3)
     parser.add_argument("--btd-max-iter", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
