@@ -30,7 +30,6 @@ Timings are noisy on a shared machine; the tests check structure and arithmetic,
 """
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 import time
@@ -43,7 +42,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .models import check_config_length, config_name, decomposed_layers
+from .models import check_config_length, config_name, decomposed_layers, export
+from .search import check_config_sizes
 from .series import GroSSConv2d
 
 __all__ = ["LatencyTable", "latency_summary", "latency_table", "measure_latency", "validate_latency"]
@@ -80,18 +80,6 @@ def _gross_layers(net: nn.Module) -> list[tuple[str, GroSSConv2d]]:
     if not layers:
         raise ValueError(f"{type(net).__name__} has no GroSS layer (GroSSConv2d); decompose it first")
     return layers
-
-
-def _export(net: nn.Module, config: Sequence[int]) -> nn.Module:
-    """A plain copy of ``net`` with each GroSS layer replaced by its bottleneck at ``config``.
-
-    (A stand-in for ``grosslib.models.export``.) The GroSS layers are not copied: ``deepcopy``'s memo
-    maps each of them to its exported ``nn.Sequential`` directly.
-    """
-    layers = _gross_layers(net)
-    check_config_length(config, [name for name, _ in layers])
-    memo: dict[int, Any] = {id(layer): layer.to_bottleneck(s) for (_, layer), s in zip(layers, config)}
-    return copy.deepcopy(net, memo)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -287,11 +275,7 @@ def latency_table(net: nn.Module, input_shape: Sequence[int], *, device: str | t
     if not references:
         raise ValueError("reference_configs is empty: rest needs at least one end-to-end timing")
     for config in references:
-        check_config_length(config, [name for name, _ in layers])
-        for (name, layer), s in zip(layers, config):
-            if s not in layer.group_sizes:
-                raise ValueError(f"reference config {config}: group size {s!r} is not in layer {name}'s "
-                                 f"series {layer.group_sizes}")
+        check_config_sizes(layers, config, "reference config")
     net.to(device)
     inputs = _layer_inputs(net, layers, shape, device)
     options = dict(device=device, batch_size=batch_size, warmup=warmup, repeats=repeats)
@@ -310,7 +294,7 @@ def latency_table(net: nn.Module, input_shape: Sequence[int], *, device: str | t
                 table[name][s] = ms
         samples: dict[str, float] = {}
         for config in references:
-            measured = measure_latency(_export(net, config), shape, **options)
+            measured = measure_latency(export(net, config), shape, **options)
             samples[config_name(config)] = measured - sum(table[name][s]
                                                           for (name, _), s in zip(layers, config))
             bar.update()
@@ -346,7 +330,7 @@ def validate_latency(net: nn.Module, table: LatencyTable, configs: Sequence[Conf
     checked = [table._sizes(config) for config in configs]        # all checked before any timing
     rows = []
     for sizes in tqdm(checked, disable=not progress, unit="config", dynamic_ncols=True, desc="validate"):
-        measured = measure_latency(_export(net, sizes), shape, device=device, batch_size=batch_size,
+        measured = measure_latency(export(net, sizes), shape, device=device, batch_size=batch_size,
                                    warmup=warmup, repeats=repeats)
         predicted = table.predict(sizes)
         rows.append({"config": config_name(sizes), **{f"s_{n}": s for n, s in zip(names, sizes)},

@@ -12,8 +12,8 @@ every configuration of PaperNet).
   pass of a zero input, at the GroSS layers' active group sizes.
 * :func:`mac_table` / :func:`config_macs` / :func:`config_params`: the cost of any configuration of a
   GroSS network without a forward pass. One pass (cached per network and input shape) records each
-  GroSS layer's input resolution and the fixed cost of the other layers; a configuration then costs
-  a few dictionary lookups.
+  GroSS layer's input resolution and the fixed cost of the other layers; a configuration (a tuple in
+  layer order or a ``{layer name: size}`` dict) then costs a few dictionary lookups.
 
 PaperNet (3 x 32 x 32 input unless noted). "fixed s" is conv2-4 decomposed at group size s each
 (:func:`grosslib.models.uniform_config`, capped at a layer's input channels; conv4 also runs at 32):
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,8 @@ from torch import nn
 
 from .models import check_config_length
 from .series import GroSSConv2d
+
+ConfigLike = Sequence[int] | Mapping[str, int]
 
 __all__ = ["MacTable", "cached_mac_table", "clear_mac_cache", "config_macs", "config_params", "count_macs",
            "count_params", "mac_table"]
@@ -74,6 +76,20 @@ def _gross_call_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | Non
 
 def _gross_layers(model: nn.Module) -> dict[str, GroSSConv2d]:
     return {name: m for name, m in model.named_modules() if isinstance(m, GroSSConv2d)}
+
+
+def _config_sizes(config: ConfigLike, layer_names: Sequence[str]) -> Sequence[int]:
+    """``config`` in layer order: a ``{layer name: size}`` dict naming every layer of ``layer_names``."""
+    if not isinstance(config, Mapping):
+        return config
+    names = list(layer_names)
+    unknown = [n for n in config if n not in names]
+    if unknown:
+        raise ValueError(f"config names unknown GroSS layers {unknown}; valid names: {names}")
+    missing = [n for n in names if n not in config]
+    if missing:
+        raise ValueError(f"config lacks GroSS layers {missing}; valid names: {names}")
+    return [config[n] for n in names]
 
 
 def _inside(name: str, prefixes: Sequence[str]) -> bool:
@@ -237,16 +253,22 @@ class MacTable:
             if s not in sizes:
                 raise ValueError(f"group size {s!r} is not in layer {name}'s series {tuple(sizes)}")
 
-    def macs(self, config: Sequence[int]) -> int:
-        """MACs of the network at ``config`` (one group size per GroSS layer), per input sample."""
+    def macs(self, config: ConfigLike) -> int:
+        """MACs of the network at ``config`` per input sample.
+
+        ``config``: one group size per GroSS layer in :attr:`layer_names` order, or ``{layer name: size}``
+        naming every layer.
+        """
+        config = _config_sizes(config, self.layer_names)
         try:
             return self.fixed + sum(table[s] for table, s in zip(self.layer_macs, config, strict=True))
         except (KeyError, ValueError, TypeError):
             self._check(config)
             raise
 
-    def params(self, config: Sequence[int]) -> int:
-        """Parameters of the network exported at ``config``."""
+    def params(self, config: ConfigLike) -> int:
+        """Parameters of the network exported at ``config`` (a tuple or a dict, as in :meth:`macs`)."""
+        config = _config_sizes(config, self.layer_names)
         try:
             return self.fixed_params + sum(table[s]
                                            for table, s in zip(self.layer_params, config, strict=True))
@@ -307,7 +329,7 @@ def _default_input_shape(net: nn.Module, input_hw: Sequence[int] | None) -> tupl
     if input_hw is None:
         size = getattr(net, "image_size", None)
         if size is None:
-            raise ValueError(f"{type(net).__name__} has no image_size attribute: pass input_hw")
+            raise ValueError(f"{type(net).__name__} has no image_size attribute: pass input_hw=(H, W)")
         input_hw = (size, size) if isinstance(size, int) else tuple(size)
     if len(input_hw) != 2:
         raise ValueError(f"input_hw must be (H, W), got {tuple(input_hw)}")
@@ -340,15 +362,21 @@ def clear_mac_cache(net: nn.Module | None = None) -> None:
             cache.pop(net, None)
 
 
-def config_macs(net: nn.Module, config: Sequence[int], input_hw: Sequence[int] | None = None) -> int:
+def config_macs(net: nn.Module, config: ConfigLike, input_hw: Sequence[int] | None = None) -> int:
     """MACs of GroSS network ``net`` at ``config`` per input image, without a forward pass.
 
     Parameters
     ----------
     net : a network with GroSS layers (e.g. :func:`grosslib.models.decompose`'s result).
-    config : one group size per GroSS layer.
-    input_hw : input resolution; default ``net.image_size``. Channels: ``net.in_channels`` or the
-        first conv's.
+    config : one group size per GroSS layer (in :func:`grosslib.models.decomposed_layers` order), or
+        ``{layer name: size}`` naming every GroSS layer.
+    input_hw : input resolution; default ``net.image_size`` (required for networks without one, e.g. a
+        torchvision ResNet). Channels: ``net.in_channels`` or the first conv's.
+
+    Raises
+    ------
+    ValueError : a bad configuration (wrong length, unknown or missing layer names, a group size a layer
+        does not have), or no ``input_hw`` for a network without ``image_size``.
     """
     return cached_mac_table(net, input_hw).macs(config)
 
@@ -365,13 +393,18 @@ def _param_table(net: nn.Module) -> _ParamTable:
     return hit[1]
 
 
-def config_params(net: nn.Module, config: Sequence[int]) -> int:
-    """Parameters of GroSS network ``net`` exported at ``config`` (see :func:`count_params`); cached."""
+def config_params(net: nn.Module, config: ConfigLike) -> int:
+    """Parameters of GroSS network ``net`` exported at ``config`` (see :func:`count_params`); cached.
+
+    ``config``: one group size per GroSS layer, or ``{layer name: size}`` (as in :func:`config_macs`).
+    """
     fixed, tables = _param_table(net)
-    check_config_length(config, list(_gross_layers(net)))
+    names = list(_gross_layers(net))
+    config = _config_sizes(config, names)
+    check_config_length(config, names)
     try:
         return fixed + sum(table[s] for table, s in zip(tables, config))
     except (KeyError, TypeError):
         bad = next((i, s) for i, (table, s) in enumerate(zip(tables, config)) if s not in table)
-        raise ValueError(f"group size {bad[1]!r} is not in GroSS layer {bad[0]}'s series "
+        raise ValueError(f"group size {bad[1]!r} is not in GroSS layer {names[bad[0]]}'s series "
                          f"{tuple(tables[bad[0]])}") from None

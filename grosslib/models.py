@@ -224,7 +224,13 @@ def as_config(net: nn.Module, config: Sequence[int] | Mapping[str, int]) -> Conf
             raise ValueError(f"config lacks GroSS layers {missing}; valid names: {names}")
         config = [config[n] for n in names]
     check_config_length(config, names)
-    return tuple(layer._check_size(s) for (_, layer), s in zip(layers, config))
+    sizes = []
+    for (name, layer), s in zip(layers, config):
+        try:
+            sizes.append(layer._check_size(s))
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"config {tuple(config)}, GroSS layer {name}: {err}") from None
+    return tuple(sizes)
 
 
 def set_config(net: nn.Module, config: Sequence[int] | Mapping[str, int]) -> None:

@@ -45,7 +45,8 @@ from .models import (
 )
 from .series import GroSSConv2d
 
-__all__ = ["evaluate_all", "pareto_front", "segment_network", "select", "select_top", "select_under_budgets"]
+__all__ = ["check_config_sizes", "evaluate_all", "pareto_front", "segment_network", "select", "select_top",
+           "select_under_budgets"]
 
 Data = Any  # a grosslib.data.Split, an (images, labels) tuple, or an iterable of (images, labels) batches
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
@@ -122,6 +123,20 @@ def _batches(images: Tensor, labels: Tensor, batch_size: int, device: torch.devi
 # ---------------------------------------------------------------------------------------------------------
 
 
+def check_config_sizes(layers: Sequence[tuple[str, GroSSConv2d]], config: Sequence[int],
+                       what: str = "config") -> None:
+    """Raise ``ValueError`` unless ``config`` has one group size per layer of ``layers``, each in its series.
+
+    ``layers``: ``(name, layer)`` pairs (:func:`grosslib.models.decomposed_layers`); ``what`` starts the
+    message (``"config (1, 3): group size 3 is not in layer conv3's series (1, 2, 4)"``).
+    """
+    check_config_length(config, [name for name, _ in layers])
+    for (name, layer), s in zip(layers, config):
+        if s not in layer.group_sizes:
+            raise ValueError(f"{what} {tuple(config)}: group size {s!r} is not in layer {name}'s series "
+                             f"{layer.group_sizes}")
+
+
 def _check_configs(net: nn.Module, configs: Sequence[Sequence[int]] | None) -> list[Config]:
     layers = decomposed_layers(net)
     if configs is None:
@@ -130,11 +145,7 @@ def _check_configs(net: nn.Module, configs: Sequence[Sequence[int]] | None) -> l
     if not out:
         raise ValueError("configs is empty")
     for config in out:
-        check_config_length(config, [name for name, _ in layers])
-        for (name, layer), s in zip(layers, config):
-            if s not in layer.group_sizes:
-                raise ValueError(f"config {config}: group size {s} is not in {name}'s series "
-                                 f"{layer.group_sizes}")
+        check_config_sizes(layers, config)
     if len(set(out)) != len(out):
         seen: set[Config] = set()
         dup = next(c for c in out if c in seen or seen.add(c))  # type: ignore[func-returns-value]

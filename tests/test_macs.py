@@ -212,3 +212,45 @@ def test_input_hw_needed_without_image_size() -> None:
     with pytest.raises(ValueError, match="input_hw"):
         config_macs(net, (1,))
     assert config_macs(net, (4,), input_hw=(5, 6)) == net[0].macs(4, (5, 6))
+
+
+def test_dict_configs_equal_tuple_configs(gross_net: nn.Module) -> None:
+    table = cached_mac_table(gross_net)
+    for config in [(1, 1, 1), (2, 32, 64), (8, 4, 16)]:
+        as_dict = dict(reversed(list(zip(("conv2", "conv3", "conv4"), config))))  # order does not matter
+        assert config_macs(gross_net, as_dict) == config_macs(gross_net, config)
+        assert table.macs(as_dict) == table.macs(config)
+        assert config_params(gross_net, as_dict) == config_params(gross_net, config)
+        assert table.params(as_dict) == table.params(config)
+    # the dict really selects per layer: swapping two layers' sizes changes the count
+    assert config_macs(gross_net, {"conv2": 1, "conv3": 32, "conv4": 4}) != config_macs(gross_net, (4, 32, 1))
+    assert config_macs(gross_net, {"conv2": 1, "conv3": 32, "conv4": 4}) == config_macs(gross_net, (1, 32, 4))
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"conv2": 1, "conv3": 1, "conv4": 1, "conv9": 2}, r"unknown GroSS layers \['conv9'\]; valid names: "
+                                                       r"\['conv2', 'conv3', 'conv4'\]"),
+    ({"conv2": 1, "conv4": 1}, r"lacks GroSS layers \['conv3'\]"),
+    ({"conv2": 1, "conv3": 3, "conv4": 1}, r"group size 3 is not in (GroSS )?layer conv3's series"),
+])
+def test_bad_dict_configs_name_the_layers(gross_net: nn.Module, config: dict, match: str) -> None:
+    table = cached_mac_table(gross_net)
+    for count in (lambda c: config_macs(gross_net, c), lambda c: config_params(gross_net, c), table.macs,
+                  table.params):
+        with pytest.raises(ValueError, match=match):
+            count(config)
+
+
+def test_input_hw_message_names_the_fix() -> None:
+    class Headless(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = GroSSConv2d(4, 4, 3, (1, 4), padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    message = "Headless has no image_size attribute: pass input_hw=(H, W)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config_macs(Headless(), {"conv": 1})
+    assert config_macs(Headless(), {"conv": 1}, input_hw=(3, 5)) == Headless().conv.macs(1, (3, 5))
