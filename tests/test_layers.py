@@ -16,11 +16,11 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "grosslib"
 
 #: layer name -> the grosslib modules in it ("" is the package ``grosslib/__init__.py``).
 LAYERS: dict[str, tuple[str, ...]] = {
-    "method": ("", "psi", "btd", "bottleneck", "series", "sampling", "reconstruction", "models", "macs",
-               "latency", "search"),
+    "method": ("", "psi", "btd", "bottleneck", "series", "sampling", "reconstruction", "models", "resnet",
+               "macs", "latency", "search", "evolution"),
     "harness": ("paths", "io", "runinfo", "progress", "data", "checkpoint", "train", "presets", "experiment",
                 "records", "study"),
-    "presentation": ("tables", "report", "verdicts", "plots", "notebook", "checks", "pipeline",
+    "presentation": ("tables", "report", "verdicts", "plots", "notebook", "checks", "anycnn", "pipeline",
                      "study.__main__"),
 }
 RANK = {name: i for i, name in enumerate(LAYERS)}

@@ -154,6 +154,57 @@ def check_06(record: dict[str, Any]) -> None:
     assert all(c["n"] == 1 and c["verdict"] == "inconclusive" for c in with_ci["claims"])
 
 
+def check_07(record: dict[str, Any]) -> None:
+    """Notebook 07: ResNet-8 decomposed, searched under MACs and latency, picks exported exactly."""
+    m = record["metrics"]
+    blocks = [f"layer{s}.0.conv{c}" for s in (1, 2, 3) for c in (1, 2)]
+    assert m["network"]["depth"] == 8 and m["network"]["widths"] == [8, 16, 32]
+    # by hand: stem 3*8*9 + 16; blocks' 3x3 convs, BatchNorm (2 per channel), the 1x1 shortcuts, FC
+    assert m["network"]["params"] == (3 * 8 * 9 + 16) + (2 * 8 * 8 * 9 + 4 * 8) + (
+        8 * 16 * 9 + 16 * 16 * 9 + 4 * 16) + (8 * 16 + 32) + (16 * 32 * 9 + 32 * 32 * 9 + 4 * 32) + (
+        16 * 32 + 64) + (32 * 10 + 10) == 19_954
+    eligible = {row["conv"]: row["decomposed"] for row in m["eligibility"]}
+    assert [c for c, ok in eligible.items() if ok] == blocks
+    assert eligible["conv1"] is False and eligible["layer2.0.downsample.0"] is False
+    assert eligible["layer3.0.downsample.0"] is False
+    assert list(m["group_sizes"]) == blocks and m["n_decomposed"] == 6
+    assert m["n_configs"] == math.prod(len(v) for v in m["group_sizes"].values()) == 4 ** 3 * 5 ** 2 * 6
+    assert m["budget_config"] == [4] * 6
+    budget = {"MAC": ("macs", m["budget_macs"]), "latency": ("latency_ms", m["budget_latency_ms"])}
+    limit = record["parameters"]["max_evaluations"]
+    for label, search in m["searches"].items():
+        history = search["history"]
+        assert 1 <= search["evaluations"] <= limit and len(history) == search["evaluations"]
+        assert [h["evaluation"] for h in history] == list(range(1, len(history) + 1))
+        assert len({h["name"] for h in history}) == len(history)             # each scored once
+        best = [max(h["score"] for h in history[: i + 1]) for i in range(len(history))]
+        assert [h["best_so_far"] for h in history] == best
+        assert search["score"] == best[-1] and search["name"] in {h["name"] for h in history}
+        assert all(h["feasible"] for h in history)
+        column, limit_value = budget[label]
+        pick_cost = search["macs"] if column == "macs" else search["latency_ms"]
+        assert pick_cost <= limit_value
+        assert all(h[column] <= limit_value for h in history)
+    mac_pick, latency_pick = m["searches"]["MAC"]["config"], m["searches"]["latency"]["config"]
+    assert m["picks_differ"] == (mac_pick != latency_pick)
+    assert [row["pick"] for row in m["exports"]] == ["MAC", "latency"]
+    for row in m["exports"]:
+        assert abs(row["exported test accuracy"] - row["gross test accuracy"]) <= 1e-6
+        assert abs(row["difference"]) <= 1e-6 and row["exported macs"] == row["macs"]
+    assert m["export_max_difference"] <= 1e-6
+    assert all(row["within budget"] is True for row in m["picks"])
+    assert [row["pick"] for row in m["picks"]] == [m["searches"][k]["name"] for k in ("MAC", "latency")]
+    spearman = m["latency_spearman"]
+    assert spearman == "nan" or -1.0 <= spearman <= 1.0
+    assert m["latency_mean_rel_error"] >= 0.0 and m["latency_max_rel_error"] >= m["latency_mean_rel_error"]
+    validated = [row["config"] for row in m["latency_validation"]]
+    assert len(validated) == record["parameters"]["n_latency_validation"] == len(set(validated))
+    assert validated[0] == "4-4-4-4-4-4"
+    assert set(m["wall_seconds"]) >= {"full", "btd", "reconstruct", "finetune", "mac_search",
+                                      "latency_search"}
+    assert record["key_metrics"]["n_configs"] == m["n_configs"]
+
+
 @dataclass(frozen=True)
 class NotebookCase:
     """One notebook run: its stem, parameters (on top of ``TINY``), metrics check and figures."""
@@ -177,6 +228,11 @@ CASES: list[NotebookCase] = [
     NotebookCase("06_reproduction_report", check_06,
                  ("06_table2.png", "06_figure1_left.png", "06_figure1_right.png", "06_table3.png",
                   "06_ranking.png"), {"data_limit": 64, "failed_run_fraction": 0.0}),
+    NotebookCase("07_gross_on_resnet", check_07,
+                 ("07_learning_curves.png", "07_latency_validation.png", "07_accuracy_vs_macs.png",
+                  "07_accuracy_vs_latency.png", "07_search_progress.png"),
+                 {"data_limit": 64, "overrides": {}, "max_evaluations": 10, "population": 4,
+                  "latency_repeats": 2, "n_latency_validation": 3}),
 ]
 #: Notebooks whose committed copies must carry outputs (nbval compares against them) and inline plots.
 COMMITTED_WITH_OUTPUTS = tuple(c.notebook for c in CASES)
