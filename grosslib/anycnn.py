@@ -27,7 +27,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import nn
 
-from .data import DatasetSplits
+from .data import DatasetSplits, load_dataset
 from .evolution import SearchResult
 from .latency import LatencyTable
 from .macs import config_macs, count_macs
@@ -47,7 +47,7 @@ from .search import evaluate_all
 from .train import TrainResult, evaluate, finetune, reconstruct_responses, train_full
 
 __all__ = ["GrossRun", "ResNetRun", "eligibility_table", "evaluated_configs", "export_checks",
-           "gross_resnet", "latency_validation_configs", "pick_summary", "plot_accuracy_vs_cost",
+           "gross_resnet", "load_data", "latency_validation_configs", "pick_summary", "plot_accuracy_vs_cost",
            "plot_latency_validation", "plot_search_progress", "run_tag", "search_space_table", "timed",
            "train_resnet"]
 
@@ -63,11 +63,25 @@ def timed(function: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, flo
 
 
 # --------------------------------------------------------------------------------------------- training
+def load_data(nb: Notebook, data_limit: int | None = None) -> DatasetSplits:
+    """The notebook's dataset, each split cut to ``data_limit`` images (None: the preset's cap, if any).
+
+    As the experiments of notebooks 03-05 do, a preset's ``data_limit`` (``intro``: 5,000) applies unless
+    the notebook sets its own.
+    """
+    return load_dataset(nb.dataset, limit=_effective_limit(nb, data_limit))
+
+
+def _effective_limit(nb: Notebook, data_limit: int | None) -> int | None:
+    return data_limit if data_limit is not None else nb.preset.data_limit
+
+
 def run_tag(nb: Notebook, *, depth: int, widths: Sequence[int], checkpoint: str = "",
             alpha: float | None = None) -> str:
     """A folder name for this notebook's cached stages: network, dataset and a hash of everything else."""
     spec = {"depth": depth, "widths": list(widths), "dataset": nb.dataset, "seed": nb.seed,
-            "data_limit": nb.parameters.get("data_limit"), "checkpoint": str(checkpoint),
+            "data_limit": _effective_limit(nb, nb.parameters.get("data_limit")),
+            "checkpoint": str(checkpoint),
             "stages": {s: nb.preset.stage(s).to_dict()
                        for s in ("full", "reconstruct_gross", "finetune_gross")},
             "btd": nb.btd_options, "alpha": alpha}
