@@ -407,9 +407,9 @@ def report(res: dict[str, Any], command: str, when: dt.datetime | None = None) -
             "",
         ]
     lines += [f"MAC ceiling: evaluating every configuration on its own costs {res['mac_ceiling']:.2f}x the "
-              "MACs of the shared-prefix tree (the speed-up if time were MACs; a larger measured ratio over "
-              "a loop comes from the loop's other costs, e.g. grosslib's naive mode merges each layer's "
-              "series weights on every forward).", ""]
+              "MACs of the shared-prefix tree (the speed-up if time were MACs); a measured ratio above it "
+              "means the loop pays costs besides MACs: per-forward overheads of small networks and, in "
+              "grosslib's naive mode, merging each layer's series weights on every forward.", ""]
     if not gpu:
         lines.append(f"Peak RSS (VmHWM) of a fresh process per mode evaluating one batch of "
                      f"{args.batch_size} images with {PROBE_CONFIGS} configurations (work is batch by batch "
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exported", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the exported baseline (plain convs per configuration)")
     parser.add_argument("--exported-batch-sizes", type=lambda t: [int(x) for x in t.split(",")],
-                        default=[100, 250, 500, 1000],
+                        default=[25, 50, 100, 250, 500, 1000],
                         help="candidate batch sizes for the exported baseline (at most --batch-size)")
     parser.add_argument("--btd-tol", type=float, default=1e-3)
     parser.add_argument("--btd-max-iter", type=int, default=20)
