@@ -19,10 +19,10 @@ fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   echo "[setup] .venv is up to date"
 else
-  echo "[setup] installing PyTorch and grosslib[dev] into .venv (a few minutes the first time)"
+  echo "[setup] installing PyTorch and grosslib[dev,ray] into .venv (a few minutes the first time)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet "${TORCH_SPEC[@]}"
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev,ray]"
   # the Jupyter kernel that papermill and nbval start: this venv's interpreter
   "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (GroSS .venv)" >/dev/null
   "$VENV/bin/python" -c "import torch, torchvision, tensorly, grosslib; torchvision.ops.nms" 

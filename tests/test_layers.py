@@ -19,7 +19,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "method": ("", "psi", "btd", "bottleneck", "series", "sampling", "reconstruction", "models", "resnet",
                "macs", "latency", "search", "evolution"),
     "harness": ("paths", "io", "runinfo", "progress", "data", "checkpoint", "train", "presets", "experiment",
-                "records", "study"),
+                "records", "study", "study.ray_engine"),
     "presentation": ("tables", "report", "verdicts", "plots", "notebook", "checks", "anycnn", "pipeline",
                      "study.__main__"),
 }

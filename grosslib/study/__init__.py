@@ -29,6 +29,8 @@ Command line::
 
     python -m grosslib.study run --run-dir runs/study [--seeds 5 | --seed-list 0,1] [--jobs 2]
         [--dataset fashion-mnist]
+    python -m grosslib.study run --run-dir runs/study --engine ray [--address HEAD:6379]
+        [--cpus-per-task 1] [--gpus-per-task 0.5]   # a Ray task per stage (grosslib.study.ray_engine)
     python -m grosslib.study collect --run-dir runs/study     # records.json from the cached stages
     python -m grosslib.study report --run-dir runs/study [--publish]   # render notebook 06
 
@@ -66,11 +68,13 @@ from ..runinfo import environment_info
 from ..sampling import check_reading
 from ..search import select_under_budgets
 
-__all__ = ["ADOPTED_PLAN", "DESIGNS", "NETWORKS_FILE", "PARENT_ENV", "RECORDS_FILE", "RECORD_TABLES",
-           "SEED_DONE_FILE", "SHARED_DIR", "STUDY_FILE", "StudyInterrupted", "StudyPlan", "check_study_file",
-           "choose_network", "collect_records", "export_shared", "import_shared", "load_or_collect",
-           "median_seed", "network_seed_of", "parse_config", "profile_configs", "ranking_configs",
-           "read_records", "read_study_file", "record_shard", "run_seed", "run_study", "write_records",
+__all__ = ["ADOPTED_PLAN", "DESIGNS", "ENGINES", "NETWORKS_FILE", "PARENT_ENV", "RECORDS_FILE",
+           "RECORD_TABLES", "SEED_DONE_FILE", "SHARED_DIR", "STUDY_FILE", "StudyFailed",
+           "StudyInterrupted", "StudyPlan", "check_study_file", "choose_network", "choose_network_task",
+           "collect_records", "export_shared", "import_shared", "load_or_collect", "median_seed",
+           "network_seed_of", "parse_config", "profile_configs", "ranking_configs", "read_records",
+           "read_study_file", "record_shard", "run_seed", "run_study", "searched_configs", "seed_task",
+           "stage_task", "write_records",
            "write_study_file"]
 
 
@@ -80,6 +84,9 @@ SEED_DONE_FILE = "study_seed.json"
 NETWORKS_FILE = "networks.json"
 #: the study designs (StudyPlan.design)
 DESIGNS: tuple[str, ...] = ("median", "per-seed")
+#: how run_study runs the seeds: 'local' (this process, or one process per seed with jobs > 1) or 'ray'
+#: (one Ray task per full network, the median's decomposition and each seed; grosslib.study.ray_engine)
+ENGINES: tuple[str, ...] = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -389,6 +396,89 @@ def network_seed_of(run_dir: str | Path, plan: StudyPlan) -> int | None:
     return int(json.loads(path.read_text())["median_seed"])
 
 
+def _stored_settings(run_dir: str | Path) -> tuple[dict[str, Any], StudyPlan]:
+    study = read_study_file(run_dir)
+    return {**study, "run_dir": Path(run_dir)}, StudyPlan.from_dict(study["plan"])
+
+
+def seed_task(run_dir: str | Path, seed: int, threads: int = 1, *,
+              full_network_only: bool = False) -> dict[str, Any]:
+    """One seed of the study directory ``run_dir`` with ``threads`` torch threads: :func:`run_seed` (its
+    summary), or with ``full_network_only`` only its full network (the median design's first stage).
+
+    What a seed process of the local engine (``python -m grosslib.study seed``) and a Ray task of the
+    Ray engine run, so that both engines train the same stages from the same settings (``study.json``).
+    """
+    import torch
+
+    torch.set_num_threads(int(threads))
+    settings, plan = _stored_settings(run_dir)
+    if full_network_only:
+        _, result = _experiments(settings, [seed])[0].full_network()
+        return {"seed": int(seed), "full network": result.final}
+    exp = _experiments(settings, [seed], network_seed_of(run_dir, plan))[0]
+    return run_seed(exp, plan)
+
+
+def searched_configs(exp: Any, plan: StudyPlan) -> list[Config]:
+    """The configurations :func:`run_seed` trains on their own after the search, in its order, the fixed
+    baselines left out: every ``table3_readings`` reading's picks and, for the search reading, the
+    ranked configurations. Trains only the GroSS networks searched (if not yet)."""
+    fixed = exp.fixed_configs(plan.fixed_group_sizes)
+    search_gross = exp.gross(plan.search_alpha, plan.search_reading)
+    configs: list[Config] = []
+    for reading in _table3_order(plan):
+        configs += [tuple(int(s) for s in c) for c in _picks(exp, plan, reading, fixed)["config"]]
+        if reading == plan.search_reading:
+            configs += ranking_configs(search_gross.net, plan.n_ranked, include=fixed.values())
+    baselines = set(fixed.values())
+    return [c for c in dict.fromkeys(configs) if c not in baselines]
+
+
+#: the stages :func:`stage_task` trains (the Ray engine's tasks within one seed)
+STAGES: tuple[str, ...] = ("network", "gross", "fixed-size", "fixed", "search")
+
+
+def stage_task(run_dir: str | Path, seed: int, threads: int, stage: str, *args: Any) -> Any:
+    """One cached stage of one seed of the study directory ``run_dir``, with ``threads`` torch threads:
+    ``network`` (the seed's own full network and its decomposition: the per-seed design), ``gross``
+    (``args``: alpha, reading), ``fixed-size`` (``args``: the group size of a fixed baseline), ``fixed``
+    (``args``: a configuration) or ``search`` (returns :func:`searched_configs`, as lists).
+
+    The stages :func:`run_seed` trains, one at a time (each stage seeds its own randomness, so the order
+    does not change a result); ``run_seed`` afterwards reads them back, so records are the same.
+    """
+    import torch
+
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    torch.set_num_threads(int(threads))
+    settings, plan = _stored_settings(run_dir)
+    exp = _experiments(settings, [seed], network_seed_of(run_dir, plan))[0]
+    if stage == "network":
+        exp.full_network()
+        exp.decomposed()
+    elif stage == "gross":
+        exp.gross(float(args[0]), str(args[1]))
+    elif stage == "fixed-size":
+        exp.fixed(exp.uniform_config(int(args[0])))
+    elif stage == "fixed":
+        exp.fixed(tuple(int(s) for s in args[0]))
+    else:
+        return [list(c) for c in searched_configs(exp, plan)]
+    return None
+
+
+def choose_network_task(run_dir: str | Path, threads: int = 1) -> dict[str, Any]:
+    """:func:`choose_network` of the study directory ``run_dir`` with ``threads`` torch threads (the Ray
+    engine's task between the full networks and the seeds)."""
+    import torch
+
+    torch.set_num_threads(int(threads))
+    settings, plan = _stored_settings(run_dir)
+    return choose_network(run_dir, settings, plan)
+
+
 def _settings(dataset: str, preset: str, plan: StudyPlan, data_limit: int | None,
               overrides: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     """The settings a study directory is tied to (its other fields may change between runs)."""
@@ -464,8 +554,17 @@ def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: st
               seeds: Sequence[int] = (0, 1, 2), jobs: int = 1, threads: int | None = None,
               device: str | None = None, data_limit: int | None = None,
               overrides: dict[str, dict[str, Any]] | None = None, plan: StudyPlan = StudyPlan(),
-              collect: bool = True) -> dict[str, pd.DataFrame] | None:
+              collect: bool = True, engine: str = "local", address: str | None = None,
+              cpus_per_task: int = 1, gpus_per_task: float = 0.0) -> dict[str, pd.DataFrame] | None:
     """Run :func:`run_seed` for every seed (``jobs`` processes at a time), then :func:`collect_records`.
+
+    ``engine='ray'``: every stage is a Ray task (:func:`grosslib.study.ray_engine.run_on_ray`: each full
+    network, the median's decomposition, per seed each GroSS network, fixed baseline, the search, each
+    configuration it picks, then :func:`run_seed`; ``cpus_per_task`` CPUs and ``gpus_per_task`` GPUs
+    each, ``threads`` torch threads, default ``cpus_per_task``) on the Ray cluster at ``address`` (None: a
+    Ray instance started on this machine); ``jobs`` does not apply. The tasks train the local engine's
+    cached stages (:func:`seed_task`, :func:`stage_task`, :func:`choose_network_task`), each stage seeding
+    its own randomness, so both engines give the same records and either resumes the other's run.
 
     Each seed in a child process logs to ``<run_dir>/seed<k>/study.log``; a failure names the seed and
     its log, and leaves every finished stage in place (running again resumes). ``threads``: torch CPU
@@ -478,6 +577,22 @@ def run_study(run_dir: str | Path, *, dataset: str = "fashion-mnist", preset: st
 
     run_dir = Path(run_dir)
     seeds = [int(s) for s in seeds]
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "ray":
+        from .ray_engine import ray_session, run_on_ray
+
+        threads = int(threads or cpus_per_task)
+        with ray_session(address, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task):
+            write_study_file(run_dir, dataset=dataset, preset=preset, seeds=seeds, plan=plan, device=device,
+                             data_limit=data_limit, overrides=overrides)
+            started = time.perf_counter()
+            started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            run_on_ray(run_dir, seeds, plan, threads=threads, cpus_per_task=cpus_per_task,
+                       gpus_per_task=gpus_per_task)
+        record_shard(run_dir, seeds, started_at, time.perf_counter() - started, engine="ray", address=address,
+                     cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, threads=threads, device=device)
+        return collect_records(run_dir) if collect else None
     write_study_file(run_dir, dataset=dataset, preset=preset, seeds=seeds, plan=plan, device=device,
                      data_limit=data_limit, overrides=overrides)
     settings = {"dataset": dataset, "preset": preset, "run_dir": run_dir, "device": device,
@@ -531,6 +646,10 @@ def record_shard(run_dir: str | Path, seeds: Sequence[int], started_at: str, wal
     study["shards"] = [*study.get("shards", []), entry]
     atomic_write_text(path, json.dumps(study, indent=1, default=str) + "\n")
     return entry
+
+
+class StudyFailed(RuntimeError):
+    """Some seeds (or stages) of a study failed; every finished stage is kept and running again resumes."""
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -698,7 +817,7 @@ def _run_in_processes(run_dir: Path, seeds: Sequence[int], jobs: int, threads: i
             with _on_signals(lambda signum, frame: late.append(signum)):
                 _stop_children(running, lambda: bool(late), grace)
     if failed:
-        raise RuntimeError("study failed for " + ", ".join(failed) + "; finished stages are kept, run again "
+        raise StudyFailed("study failed for " + ", ".join(failed) + "; finished stages are kept, run again "
                            "to resume")
 
 

@@ -1,6 +1,9 @@
 """The study's command line: ``python -m grosslib.study run | seed | collect | report``.
 
-``run`` trains every stage of every seed (resumable; ``--jobs N`` seeds in parallel processes),
+``run`` trains every stage of every seed (resumable; ``--jobs N`` seeds in parallel processes;
+``--engine ray``: one Ray task per stage (each full network, the median's decomposition, and per seed
+each GroSS network, fixed baseline, search and configuration trained alone), on this machine or on the
+Ray cluster at ``--address``, :mod:`grosslib.study.ray_engine`),
 ``seed`` trains one seed of an existing study directory (what ``--jobs`` starts), ``collect`` writes
 ``records.json`` and ``report`` renders notebook 06 on a study directory (``--publish``: also the
 committed copy). Inputs are checked before any work starts (:func:`check_run_args`); a bad one ends
@@ -24,29 +27,30 @@ from .. import presets
 from ..data import ALLOW_DOWNLOAD_ENV, DATASET_NAMES, DatasetNotFoundError, require_on_machine
 from ..io import atomic_write_text, resolve_device
 from . import (
+    ENGINES,
     NETWORKS_FILE,
     PARENT_ENV,
     RECORDS_FILE,
     SHARED_DIR,
     STUDY_FILE,
+    StudyFailed,
     StudyInterrupted,
     StudyPlan,
-    _experiments,
     _on_signals,
     _raise_interrupted,
     check_study_file,
     collect_records,
     export_shared,
     import_shared,
-    network_seed_of,
     read_records,
     read_study_file,
-    run_seed,
     run_study,
+    seed_task,
 )
 
-__all__ = ["ALLOW_DOWNLOAD_ENV", "REPORT_NOTEBOOK", "TRACEBACK_ENV", "build_parser", "check_dataset",
-           "check_run_args", "main", "parse_seed_list", "render_report", "resume_command"]
+__all__ = ["ALLOW_DOWNLOAD_ENV", "RAY_OPTIONS", "REPORT_NOTEBOOK", "TRACEBACK_ENV", "build_parser",
+           "check_dataset", "check_engine_args", "check_run_args", "main", "parse_seed_list", "render_report",
+           "resume_command"]
 
 #: ``1`` lets ``run`` use a dataset that is not on this machine (torchvision downloads it).
 #: ``1`` shows the traceback of an error instead of its one line.
@@ -158,6 +162,7 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    engine = check_engine_args(args)
     seeds = parse_seed_list(args.seed_list) if args.seed_list is not None else list(range(args.seeds))
     run_dir = Path(args.run_dir)
     existing = next((p for p in (run_dir, *run_dir.absolute().parents) if p.exists()), None)
@@ -178,7 +183,39 @@ def check_run_args(args: argparse.Namespace) -> dict[str, Any]:
                      overrides=overrides)
     return {"run_dir": run_dir, "dataset": dataset, "preset": preset, "seeds": seeds, "jobs": args.jobs,
             "threads": args.threads, "device": args.device, "data_limit": data_limit,
-            "overrides": overrides, "plan": plan, "collect": not args.no_collect}
+            "overrides": overrides, "plan": plan, "collect": not args.no_collect, **engine}
+
+
+#: the options of ``run`` that only ``--engine ray`` takes
+RAY_OPTIONS = ("address", "cpus_per_task", "gpus_per_task")
+
+
+def check_engine_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``--engine`` and its options checked (a one-line ``ValueError``): the Ray options only with
+    ``--engine ray``, which needs Ray installed, ``--cpus-per-task >= 1``, ``--gpus-per-task`` between 0
+    and this machine's GPUs (without ``--address``) and a reachable ``--address``
+    (:func:`grosslib.study.ray_engine.check_ray_args`). Returns ``run_study``'s engine arguments."""
+    engine = getattr(args, "engine", "local")
+    options = {name: getattr(args, name, None) for name in RAY_OPTIONS}
+    if engine != "ray":
+        given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
+        if given:
+            many = len(given) > 1
+            raise ValueError(f"{', '.join(given)} {'apply' if many else 'applies'} only to --engine ray (add "
+                             f"--engine ray, or leave {'them' if many else 'it'} out)")
+        return {"engine": engine}
+    if getattr(args, "jobs", 1) not in (None, 1):
+        raise ValueError(f"--jobs {args.jobs} applies only to --engine local; with --engine ray as many "
+                         "tasks run at once as the CPUs and GPUs allow (--cpus-per-task, --gpus-per-task)")
+    from .ray_engine import check_ray_args
+
+    check_ray_args(options["address"], options["cpus_per_task"], options["gpus_per_task"])
+    device = getattr(args, "device", None) or ""
+    if device.startswith("cuda") and not (options["gpus_per_task"] or 0) > 0:
+        raise ValueError(f"--device {device} with --engine ray needs --gpus-per-task > 0 (e.g. 1, or 0.5 for "
+                         "two tasks per GPU): a Ray task gets only the GPUs it asks for")
+    return {"engine": engine, "address": options["address"], "cpus_per_task": options["cpus_per_task"] or 1,
+            "gpus_per_task": float(options["gpus_per_task"] or 0.0)}
 
 
 def resume_command(argv: Sequence[str]) -> str:
@@ -213,7 +250,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 _EPILOG = f"""\
-exit status: 0 done; 2 a bad input (one line on stderr names it and the fix; nothing is written);
+exit status: 0 done; 1 some seeds or stages failed (each named with its log; the others finished and
+every finished stage is kept: run again to resume); 2 a bad input (one line on stderr names it and the
+fix; nothing is written, e.g. --engine ray without Ray installed or an --address where no Ray head is);
 130 / 143 stopped by Ctrl-C (SIGINT) / SIGTERM: every seed process is stopped, the seeds finished
 so far and the command that resumes are printed (finished stages are kept).
 environment: {ALLOW_DOWNLOAD_ENV}=1 lets `run` use a dataset that is not on this machine (torchvision
@@ -240,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (default: auto)")
     run.add_argument("--data-limit", type=int, default=None, help="truncate each split (smoke runs)")
     run.add_argument("--no-collect", action="store_true", help="do not write records.json at the end")
+    run.add_argument("--engine", choices=ENGINES, default="local",
+                     help="local: this machine, --jobs processes (default); ray: one Ray task per stage "
+                          "of every seed, on this machine or a Ray cluster (needs pip install -e .[ray])")
+    run.add_argument("--address", default=None,
+                     help="--engine ray: the Ray cluster (HOST:PORT of `ray start --head`, ray://HOST:PORT "
+                          "or auto; default: start Ray on this machine with all its CPUs)")
+    run.add_argument("--cpus-per-task", type=int, default=None,
+                     help="--engine ray: CPUs each task reserves (default 1; also its torch threads unless "
+                          "--threads)")
+    run.add_argument("--gpus-per-task", type=float, default=None,
+                     help="--engine ray: GPUs each task reserves, may be a fraction (default 0)")
     collect = sub.add_parser("collect", help="write records.json from a study directory")
     collect.add_argument("--run-dir", required=True)
     collect.add_argument("--device", default=None, help="default: the study's")
@@ -284,19 +334,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _seed(args: argparse.Namespace) -> int:
     """One seed, in a process started by ``run --jobs N``: errors keep their traceback (in its log)."""
-    import torch
-
     _die_with_parent()
-    torch.set_num_threads(args.threads)
-    study = read_study_file(args.run_dir)
-    plan = StudyPlan.from_dict(study["plan"])
-    settings = {**study, "run_dir": Path(args.run_dir)}
-    if args.full_network_only:             # the median design's first stage, several networks at once
-        _, result = _experiments(settings, [args.seed])[0].full_network()
-        print(json.dumps({"seed": args.seed, "full network": result.final}), flush=True)
-        return 0
-    exp = _experiments(settings, [args.seed], network_seed_of(args.run_dir, plan))[0]
-    summary = run_seed(exp, plan)
+    # the median design's first stage (--full-network-only, several networks at once) or the whole seed;
+    # the same function a Ray task runs (grosslib.study.ray_engine)
+    summary = seed_task(args.run_dir, args.seed, args.threads, full_network_only=args.full_network_only)
     print(json.dumps(summary), flush=True)
     return 0
 
@@ -320,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _on_signals(_raise_interrupted):        # SIGTERM as well as Ctrl-C: StudyInterrupted
             return _COMMANDS[args.command](args)
+    except StudyFailed as exc:        # some seeds or stages failed (each named); the rest is kept
+        print(f"error: {' '.join(str(exc).split())}\nresume with: {resume_command(argv)}", file=sys.stderr,
+              flush=True)
+        return 1
     except KeyboardInterrupt as exc:
         stop = exc if isinstance(exc, StudyInterrupted) else StudyInterrupted(signal.SIGINT)
         print(f"\n{stop}\nresume with: {resume_command(argv)}", file=sys.stderr, flush=True)
