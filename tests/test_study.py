@@ -696,6 +696,11 @@ def test_a_study_continues_elsewhere_from_its_exported_network(tmp_path: Path) -
         study.import_shared(tmp_path / "shared", tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="holds no exported study"):
         study.import_shared(tmp_path / "nothing", tmp_path / "c")
+    # the checkpoints travel outside git: a folder without them is refused before anything is copied
+    (tmp_path / "shared" / f"seed{median}" / "decomposed.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"lacks seed{median}/decomposed\.pt: checkpoints are not"):
+        study.import_shared(tmp_path / "shared", tmp_path / "d")
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.slow

@@ -370,6 +370,10 @@ def import_shared(source: str | Path, run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{source} holds no exported study (no {STUDY_FILE} and {NETWORKS_FILE}); "
                                 "export one with `python -m grosslib.study report --publish`")
     files = _shared_files(source)
+    missing = [name.as_posix() for name in files if not (source / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{source} lacks {', '.join(missing)}: checkpoints are not in git; copy the "
+                                "whole folder that `report --publish` (or export) wrote")
     for name in files:
         there = run_dir / name
         differs = there.is_file() and there.read_bytes() != (source / name).read_bytes()
