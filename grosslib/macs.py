@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import check_config_length
+from .models import check_config_length, sizes_in_layer_order
 from .series import GroSSConv2d
 
 ConfigLike = Sequence[int] | Mapping[str, int]
@@ -76,20 +76,6 @@ def _gross_call_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | Non
 
 def _gross_layers(model: nn.Module) -> dict[str, GroSSConv2d]:
     return {name: m for name, m in model.named_modules() if isinstance(m, GroSSConv2d)}
-
-
-def _config_sizes(config: ConfigLike, layer_names: Sequence[str]) -> Sequence[int]:
-    """``config`` in layer order: a ``{layer name: size}`` dict naming every layer of ``layer_names``."""
-    if not isinstance(config, Mapping):
-        return config
-    names = list(layer_names)
-    unknown = [n for n in config if n not in names]
-    if unknown:
-        raise ValueError(f"config names unknown GroSS layers {unknown}; valid names: {names}")
-    missing = [n for n in names if n not in config]
-    if missing:
-        raise ValueError(f"config lacks GroSS layers {missing}; valid names: {names}")
-    return [config[n] for n in names]
 
 
 def _inside(name: str, prefixes: Sequence[str]) -> bool:
@@ -259,7 +245,7 @@ class MacTable:
         ``config``: one group size per GroSS layer in :attr:`layer_names` order, or ``{layer name: size}``
         naming every layer.
         """
-        config = _config_sizes(config, self.layer_names)
+        config = sizes_in_layer_order(config, self.layer_names)
         try:
             return self.fixed + sum(table[s] for table, s in zip(self.layer_macs, config, strict=True))
         except (KeyError, ValueError, TypeError):
@@ -268,7 +254,7 @@ class MacTable:
 
     def params(self, config: ConfigLike) -> int:
         """Parameters of the network exported at ``config`` (a tuple or a dict, as in :meth:`macs`)."""
-        config = _config_sizes(config, self.layer_names)
+        config = sizes_in_layer_order(config, self.layer_names)
         try:
             return self.fixed_params + sum(table[s]
                                            for table, s in zip(self.layer_params, config, strict=True))
@@ -400,7 +386,7 @@ def config_params(net: nn.Module, config: ConfigLike) -> int:
     """
     fixed, tables = _param_table(net)
     names = list(_gross_layers(net))
-    config = _config_sizes(config, names)
+    config = sizes_in_layer_order(config, names)
     check_config_length(config, names)
     try:
         return fixed + sum(table[s] for table, s in zip(tables, config))

@@ -16,7 +16,8 @@ from .series import GroSSConv2d
 __all__ = ["Config", "PaperNet", "as_config", "build_papernet", "channel_stats", "check_config_length",
            "collapse_to_config", "config_name", "conv_eligibility", "decompose", "decomposed_layers",
            "export", "fixed_config_network",
-           "get_config", "largest_config", "normalize", "search_space", "set_config", "uniform_config"]
+           "get_config", "largest_config", "normalize", "search_space", "set_config", "sizes_in_layer_order",
+           "uniform_config"]
 
 Config = tuple[int, ...]
 
@@ -211,18 +212,27 @@ def get_config(net: nn.Module) -> Config:
     return tuple(layer.group_size for _, layer in decomposed_layers(net))
 
 
+def sizes_in_layer_order(config: Sequence[int] | Mapping[str, int],
+                         layer_names: Sequence[str]) -> Sequence[int]:
+    """``config`` in the order of ``layer_names``: a ``{layer name: size}`` dict must name every layer and
+    no other (ValueError otherwise); a sequence is returned as it is (its length is not checked here)."""
+    if not isinstance(config, Mapping):
+        return config
+    names = list(layer_names)
+    unknown = [n for n in config if n not in names]
+    if unknown:
+        raise ValueError(f"config names unknown GroSS layers {unknown}; valid names: {names}")
+    missing = [n for n in names if n not in config]
+    if missing:
+        raise ValueError(f"config lacks GroSS layers {missing}; valid names: {names}")
+    return [config[n] for n in names]
+
+
 def as_config(net: nn.Module, config: Sequence[int] | Mapping[str, int]) -> Config:
     """``config`` (sizes in layer order, or ``{name: size}`` naming every GroSS layer) as a checked tuple."""
     layers = decomposed_layers(net)
     names = [name for name, _ in layers]
-    if isinstance(config, Mapping):
-        unknown = [n for n in config if n not in names]
-        if unknown:
-            raise ValueError(f"config names unknown GroSS layers {unknown}; valid names: {names}")
-        missing = [n for n in names if n not in config]
-        if missing:
-            raise ValueError(f"config lacks GroSS layers {missing}; valid names: {names}")
-        config = [config[n] for n in names]
+    config = sizes_in_layer_order(config, names)
     check_config_length(config, names)
     sizes = []
     for (name, layer), s in zip(layers, config):
