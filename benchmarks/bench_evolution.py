@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -38,7 +36,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
-from results_md import replace_section
+from results_md import machine_info, replace_section
 
 from grosslib.evolution import CachedFitness, EvolutionSettings, SearchSpace, beam_search, evolution_search
 from grosslib.search import select
@@ -53,18 +51,6 @@ RECORDS = ROOT / "results" / "fashion-mnist-study" / "records.json"
 FIGURE = ROOT / "figures" / "bench_evolution_curve.png"
 BUDGETS = {"4-4-4": (4, 4, 4), "16-16-16": (16, 16, 16)}
 METHODS = ("evolution", "beam", "random")
-
-
-def machine_info() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu count": f"{os.cpu_count()} ({usable} usable)"}
 
 
 def load_table(path: Path = RECORDS) -> pd.DataFrame:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import random
 import shlex
 import sys
@@ -30,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from results_md import replace_section
+from results_md import machine_info, replace_section
 
 from grosslib.latency import latency_summary, latency_table, validate_latency
 from grosslib.models import build_papernet, config_name, decompose, search_space, uniform_config
@@ -41,19 +39,6 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 RECORDS = ROOT / "results" / "fashion-mnist-study" / "records.json"
 INPUT_SHAPE = (1, 32, 32)
 BUDGET_CONFIG = (4, 4, 4)
-
-
-def machine_info() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu count": f"{os.cpu_count()} ({usable} usable)", "torch": torch.__version__,
-            "torch threads": str(torch.get_num_threads())}
 
 
 def load_search_records(path: Path = RECORDS, seed: int = 0) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from results_md import replace_section
+from results_md import cpu_name, replace_section
 
 from grosslib.evolution import CachedFitness, EvolutionSettings, evolution_search
 from grosslib.latency import latency_table
@@ -89,12 +89,7 @@ def bench_network(depth: int, widths: tuple[int, ...], images: torch.Tensor, lab
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, command: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     lines = [SECTION, "", f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC: `{command}`", "",
              f"He-initialised networks (timings do not depend on training), {args.images:,} random 3x32x32 "
              f"images per evaluation, {torch.get_num_threads()} torch thread(s), CPU. Default BTD "

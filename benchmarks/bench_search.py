@@ -25,7 +25,6 @@ import collections
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import results_md
 import torch
 from results_md import replace_section
 
@@ -101,17 +101,8 @@ def make_data(kind: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def machine_info(device: torch.device) -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu count": f"{os.cpu_count()} ({usable} usable)", "torch": torch.__version__,
-            "torch threads": str(torch.get_num_threads()),
-            "mkldnn": str(torch.backends.mkldnn.is_available())}
+    """:func:`results_md.machine_info` plus oneDNN's availability and the GPU's name."""
+    info = {**results_md.machine_info(), "mkldnn": str(torch.backends.mkldnn.is_available())}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

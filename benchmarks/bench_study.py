@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from results_md import replace_section
+from results_md import cpu_name, replace_section
 
 from grosslib.models import build_papernet
 from grosslib.presets import get_preset
@@ -111,15 +111,7 @@ def protocol_images(dataset: str) -> tuple[int, dict[str, int]]:
 
 
 def report(rows: list[dict[str, float]], args: argparse.Namespace, command: str) -> str:
-    device_name = (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
-                   else platform.processor() or platform.machine())
-    try:
-        if not args.device.startswith("cuda"):
-            with open("/proc/cpuinfo") as fh:
-                device_name = next(line.split(":", 1)[1].strip() for line in fh
-                                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else cpu_name()
     best = max(rows, key=lambda r: r["images_per_s"])
     images, counts = protocol_images(args.dataset)
     seeds = get_preset("paper").replicates

@@ -1,6 +1,7 @@
 """Sections of benchmarks/RESULTS.md: each benchmark rewrites its own ``## heading`` section, keeps the rest.
 
-A section runs from its ``## `` line to the next ``## `` line (or the end of the file). Shared by every
+:func:`machine_info` is the machine every section records. A section runs from its ``## `` line to the
+next ``## `` line (or the end of the file). Shared by every
 ``bench_*.py`` (run as scripts, so ``from results_md import replace_section`` resolves here).
 
 >>> import tempfile, pathlib
@@ -23,12 +24,13 @@ two
 from __future__ import annotations
 
 import os
+import platform
 import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["read_section", "replace_section", "split_sections"]
+__all__ = ["cpu_name", "machine_info", "read_section", "replace_section", "split_sections"]
 
 DEFAULT_PREAMBLE = "# Benchmark results\n"
 
@@ -80,3 +82,22 @@ def replace_section(path: Path, heading: str, text: str, *, after_prefix: str | 
     with os.fdopen(fd, "w") as handle:
         handle.write(out)
     os.replace(tmp, path)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what :mod:`platform` knows)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, str]:
+    """Platform, Python, CPU, CPU count (usable), torch version and its thread count, as strings."""
+    import torch
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
+            "cpu count": f"{os.cpu_count()} ({usable} usable)", "torch": torch.__version__,
+            "torch threads": str(torch.get_num_threads())}
