@@ -85,7 +85,8 @@ NETWORKS_FILE = "networks.json"
 #: the study designs (StudyPlan.design)
 DESIGNS: tuple[str, ...] = ("median", "per-seed")
 #: how run_study runs the seeds: 'local' (this process, or one process per seed with jobs > 1) or 'ray'
-#: (one Ray task per full network, the median's decomposition and each seed; grosslib.study.ray_engine)
+#: (one Ray task per stage: each full network, the median's decomposition, and per seed each GroSS
+#: network, fixed baseline, search and configuration trained alone; grosslib.study.ray_engine)
 ENGINES: tuple[str, ...] = ("local", "ray")
 
 
@@ -440,7 +441,7 @@ def searched_configs(exp: Any, plan: StudyPlan) -> list[Config]:
 
 
 #: the stages :func:`stage_task` trains (the Ray engine's tasks within one seed)
-STAGES: tuple[str, ...] = ("network", "gross", "fixed-size", "fixed", "search")
+TASK_STAGES: tuple[str, ...] = ("network", "gross", "fixed-size", "fixed", "search")
 
 
 def stage_task(run_dir: str | Path, seed: int, threads: int, stage: str, *args: Any) -> Any:
@@ -454,8 +455,8 @@ def stage_task(run_dir: str | Path, seed: int, threads: int, stage: str, *args: 
     """
     import torch
 
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage not in TASK_STAGES:
+        raise ValueError(f"stage must be one of {TASK_STAGES}, got {stage!r}")
     torch.set_num_threads(int(threads))
     settings, plan = _stored_settings(run_dir)
     exp = _experiments(settings, [seed], network_seed_of(run_dir, plan))[0]
