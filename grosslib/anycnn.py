@@ -38,7 +38,9 @@ from .models import (
     decompose,
     decomposed_layers,
     export,
+    get_config,
     largest_config,
+    normalize,
     set_config,
 )
 from .notebook import Notebook
@@ -237,11 +239,8 @@ def export_checks(net: nn.Module, picks: Mapping[str, Sequence[int]], data: Data
         estimate = evaluate_all(net, part, configs=[config], mean=data.mean, std=data.std, progress=False)
         exported = export(net, config).eval()
         measured = evaluate(exported, part, data.mean, data.std)["accuracy"]
-        x = part.images[:256].to(torch.float32).div(255.0)
-        mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-        std = torch.tensor(data.std).view(1, -1, 1, 1)
-        x = (x - mean) / std
-        was = tuple(layer.group_size for _, layer in decomposed_layers(net))
+        x = normalize(part.images[:256], data.mean, data.std)
+        was = get_config(net)
         set_config(net, config)
         with torch.inference_mode():
             logit_gap = float((net.eval()(x) - exported(x)).abs().max())
